@@ -1,0 +1,77 @@
+# iqalib workbook. Every target bootstraps the environment it needs.
+#   make reproduce            run every notebook headless (PROFILE=quick by default)
+#   make test                 the test suite, notebooks included (smoke profile)
+#   make lab                  JupyterLab on notebooks/
+#   make weights [WEIGHTS=..] download the pretrained checkpoints (needs the internet)
+#   make data                 fetch the NIPS 2017 development set (needs the internet)
+#   make bench                speed ratios measured in one run
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+PROFILE     ?= quick
+BUILD       := build/$(PROFILE)
+STAMP       := $(VENV)/.iqalib-installed
+WEIGHTS     ?= all
+PYTEST_ARGS ?=
+
+NOTEBOOKS   := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+EXECUTED    := $(patsubst notebooks/%,$(BUILD)/%,$(NOTEBOOKS))
+
+.PHONY: help env reproduce test lab weights data bench samples clean lint strip-check
+
+help:
+	@sed -n '2,8p' Makefile
+
+# --- environment -----------------------------------------------------------
+env: $(STAMP)
+
+$(STAMP): pyproject.toml requirements-nodeps.txt
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip wheel
+	# torch first, pinned: a bare "torch" would pull a newer multi-GB CUDA build
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	@touch $@
+
+samples: $(STAMP)
+	$(PY) -m iqalib samples
+
+# --- the workbook ----------------------------------------------------------
+reproduce: $(EXECUTED)
+	@echo "figures in figures/, tables in data/results/, executed notebooks in $(BUILD)/"
+
+# Notebooks run in number order: a later one may read an earlier one's results.
+$(BUILD)/%.ipynb: notebooks/%.ipynb notebooks/params/$(PROFILE).yaml $(STAMP)
+	@mkdir -p $(BUILD)
+	cd notebooks && ../$(PY) -m papermill --log-level WARNING -k python3 \
+	    -f params/$(PROFILE).yaml -p PROFILE $(PROFILE) $*.ipynb ../$@.tmp && mv ../$@.tmp ../$@
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+# --- tests -----------------------------------------------------------------
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check iqalib tests
+
+strip-check: $(STAMP)
+	$(PY) -m iqalib check-notebooks notebooks
+
+# --- assets that need the internet -----------------------------------------
+weights: $(STAMP)
+	$(PY) -m iqalib weights fetch $(WEIGHTS)
+
+data: $(STAMP)
+	$(PY) -m iqalib data fetch nips17
+
+bench: $(STAMP)
+	$(PY) -m iqalib bench
+
+clean:
+	rm -rf build figures/*.png figures/*.svg data/results/*.parquet data/results/*.csv

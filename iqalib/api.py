@@ -1,0 +1,74 @@
+"""The public API: load / list metrics, attacks and defenses by name."""
+from __future__ import annotations
+
+from typing import Any
+
+from .device import resolve_device
+from .registry import ATTACKS, DEFENSES, METRICS
+
+
+def _ensure_registered() -> None:
+    # importing the packages runs their @register decorators
+    from . import attacks, defenses, metrics  # noqa: F401
+
+
+def load_metric(name: str, *, device: str = "auto", **kwargs: Any):
+    """A metric by name (``list_metrics()``), in eval mode on ``device``.
+
+    Names pyiqa knows but we do not register are wrapped by the pyiqa adapter.
+    """
+    _ensure_registered()
+    from .metrics import create_metric
+
+    return create_metric(name, **kwargs).to(resolve_device(device)).eval()
+
+
+def load_attack(name: str, metric, **kwargs: Any):
+    """An attack by name against ``metric`` (an :class:`IQAMetric` or a metric name)."""
+    _ensure_registered()
+    if isinstance(metric, str):
+        metric = load_metric(metric)
+    return ATTACKS.create(name, metric=metric, **kwargs)
+
+
+def load_defense(name: str, *, device: str = "auto", **kwargs: Any):
+    """A purifier by name or ``name:preset`` (``list_defenses()``); ``a+b`` composes."""
+    _ensure_registered()
+    from .defenses.base import Compose
+
+    parts = [p.strip() for p in name.split("+")]
+    made = [DEFENSES.create(p, **(kwargs if len(parts) == 1 else {})) for p in parts]
+    defense = made[0] if len(made) == 1 else Compose(made)
+    return defense.to(resolve_device(device))
+
+
+def list_metrics(pattern: str = "*", *, tag: str | None = None) -> list[str]:
+    _ensure_registered()
+    return METRICS.names(pattern, tag=tag)
+
+
+def list_attacks(pattern: str = "*", *, tag: str | None = None) -> list[str]:
+    _ensure_registered()
+    return ATTACKS.names(pattern, tag=tag)
+
+
+def list_defenses(pattern: str = "*", *, tag: str | None = None, presets: bool = False) -> list[str]:
+    """Purifier names; with ``presets=True`` also every ``name:preset`` of the study's sweeps."""
+    _ensure_registered()
+    return DEFENSES.specs(pattern) if presets else DEFENSES.names(pattern, tag=tag)
+
+
+def cli_list(argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m iqalib list")
+    p.add_argument("kind", choices=["metrics", "attacks", "defenses"])
+    p.add_argument("pattern", nargs="?", default="*")
+    a = p.parse_args(argv)
+    _ensure_registered()
+    reg = {"metrics": METRICS, "attacks": ATTACKS, "defenses": DEFENSES}[a.kind]
+    for n in reg.names(a.pattern):
+        e = reg.entry(n)
+        presets = f"  presets: {', '.join(e.presets)}" if e.presets else ""
+        print(f"{n:<22} {e.summary}{presets}")
+    return 0

@@ -1,0 +1,95 @@
+"""The attack contract and the machinery every attack shares.
+
+An attack raises a metric's quality score (metric "boosting"). The loss every attack of
+the study minimises is ``1 - sign * score / range_width`` per image, where ``sign = -1`` for
+lower-is-better metrics and ``range_width`` is the metric's normalisation range
+(Antsiferova et al., MSU metrics robustness benchmark). Outputs are clamped to [0,1] and
+quantised to 1/255 as the study does, so an attacked image survives being saved as 8-bit PNG.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from .._params import HasParams
+from ..metrics.base import IQAMetric, check_batch
+
+
+def quantise(x: Tensor) -> Tensor:
+    """Clamp to [0,1] and round to the 8-bit grid."""
+    return torch.round(x.clamp(0, 1) * 255) / 255
+
+
+def project_linf(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
+    """Project onto the L-inf ball of radius ``eps`` around ``x`` and onto [0,1]."""
+    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+
+
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """Put ``module`` in eval mode and freeze its parameters; restore both on exit."""
+    was_training = module.training
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    module.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        module.train(was_training)
+
+
+class Attack(HasParams):
+    """Base class: ``attack(x) -> x_adv`` for a batch ``[B,3,H,W]`` in [0,1].
+
+    Subclasses call ``super().__init__(metric, seed=..., **hyperparameters)`` and implement
+    :meth:`perturb`. ``__call__`` handles eval mode, devices, seeding and quantisation.
+    """
+
+    name = "attack"
+    #: False for attacks that need no gradient of the metric (none of the study's ten)
+    needs_grad = True
+    #: False for unrestricted attacks (no L-inf budget: AdvCF, Zhang et al.)
+    has_eps = True
+
+    def __init__(self, metric: IQAMetric, *, seed: int = 0, **hyperparameters):
+        self.metric = metric
+        self._set_params(**hyperparameters, seed=seed)
+
+    # -- the score loss ------------------------------------------------------
+    def score_loss(self, x: Tensor) -> Tensor:
+        """Per-image loss ``1 - sign * score / range_width`` (``[B]``); lower = higher quality."""
+        s = self.metric(x)
+        return 1.0 - self.metric.sign * s / self.metric.range_width
+
+    def loss_and_grad(self, x: Tensor, loss_fn=None) -> tuple[Tensor, Tensor]:
+        """Loss ``[B]`` (detached) and its gradient with respect to ``x``.
+
+        Images of a batch are independent, so the gradient of the summed loss is each
+        image's own gradient.
+        """
+        loss_fn = loss_fn or self.score_loss
+        x = x.detach().requires_grad_(True)
+        loss = loss_fn(x)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+        return loss.detach(), grad
+
+    # -- running -------------------------------------------------------------
+    def perturb(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, x: Tensor) -> Tensor:
+        check_batch(x, f"{self.name} input")
+        device = self.metric.device
+        x = x.detach().to(device)
+        with eval_mode(self.metric), torch.random.fork_rng(
+                devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            with torch.enable_grad():
+                x_adv = self.perturb(x)
+        return quantise(x_adv.detach())

@@ -1,0 +1,1 @@
+"""Measures, the resumable experiment grid and the study's tables."""

@@ -1,0 +1,130 @@
+"""One small registry for metrics, attacks and defenses.
+
+A registry maps a canonical name (plus aliases) to a factory, and each entry may carry
+named *presets*: keyword sets such as the paper's sweeps (``jpeg:q10`` ... ``jpeg:q90``).
+A spec string is ``"name"`` or ``"name:preset"``; keyword overrides win over the preset.
+Unknown names raise :class:`~iqalib.errors.UnknownNameError` with the closest matches.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from .errors import UnknownNameError
+
+
+def _norm(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(" ", "-")
+
+
+@dataclass
+class Entry:
+    name: str
+    factory: Callable[..., Any]
+    aliases: tuple[str, ...] = ()
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    summary: str = ""
+    tags: tuple[str, ...] = ()
+
+
+class Registry:
+    """Name -> factory, with aliases, presets and did-you-mean errors."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+        self._lookup: dict[str, str] = {}
+
+    # -- registration ---------------------------------------------------------
+    def register(
+        self,
+        name: str,
+        *,
+        aliases: Iterable[str] = (),
+        presets: dict[str, dict[str, Any]] | None = None,
+        summary: str = "",
+        tags: Iterable[str] = (),
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: ``@METRICS.register("brisque", aliases=["brisque-live"])``."""
+
+        def deco(factory: Callable[..., Any]) -> Callable[..., Any]:
+            self.add(name, factory, aliases=aliases, presets=presets, summary=summary, tags=tags)
+            return factory
+
+        return deco
+
+    def add(self, name, factory, *, aliases=(), presets=None, summary="", tags=()) -> Entry:
+        key = _norm(name)
+        if key in self._lookup:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        doc = (getattr(factory, "__doc__", None) or "").strip().splitlines()
+        entry = Entry(key, factory, tuple(_norm(a) for a in aliases), dict(presets or {}),
+                      summary or (doc[0] if doc else ""), tuple(tags))
+        self._entries[key] = entry
+        for k in (key, *entry.aliases):
+            if k in self._lookup:
+                raise ValueError(f"{self.kind} alias {k!r} is already taken by {self._lookup[k]!r}")
+            self._lookup[k] = key
+        return entry
+
+    # -- lookup ---------------------------------------------------------------
+    def entry(self, name: str) -> Entry:
+        key = _norm(name)
+        if key not in self._lookup:
+            raise UnknownNameError(self._unknown_message(name, self._lookup))
+        return self._entries[self._lookup[key]]
+
+    def _unknown_message(self, name: str, choices: Iterable[str]) -> str:
+        choices = sorted(set(choices))
+        close = difflib.get_close_matches(_norm(name), choices, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        return (f"unknown {self.kind} {name!r}.{hint} "
+                f"Known {self.kind}s: {', '.join(sorted(self._entries))}.")
+
+    def split_spec(self, spec: str) -> tuple[Entry, dict[str, Any]]:
+        """Resolve ``"name"`` or ``"name:preset"`` into its entry and the preset's keywords."""
+        name, _, preset = spec.partition(":")
+        entry = self.entry(name)
+        if not preset:
+            return entry, {}
+        if preset not in entry.presets:
+            close = difflib.get_close_matches(preset, list(entry.presets), n=3, cutoff=0.4)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            known = ", ".join(entry.presets) or "none"
+            raise UnknownNameError(
+                f"unknown preset {preset!r} for {self.kind} {entry.name!r}.{hint} Presets: {known}.")
+        return entry, dict(entry.presets[preset])
+
+    def create(self, spec: str, /, **overrides: Any) -> Any:
+        entry, kwargs = self.split_spec(spec)
+        kwargs.update(overrides)
+        return entry.factory(**kwargs)
+
+    def names(self, pattern: str = "*", *, tag: str | None = None) -> list[str]:
+        """Canonical names matching an fnmatch pattern (and a tag, if given)."""
+        return sorted(n for n, e in self._entries.items()
+                      if fnmatch.fnmatch(n, _norm(pattern)) and (tag is None or tag in e.tags))
+
+    def specs(self, pattern: str = "*") -> list[str]:
+        """Every ``name`` and ``name:preset`` whose name matches ``pattern``."""
+        out = []
+        for n in self.names(pattern):
+            out.append(n)
+            out.extend(f"{n}:{p}" for p in self._entries[n].presets)
+        return out
+
+    def __contains__(self, name: str) -> bool:
+        return _norm(name.partition(":")[0]) in self._lookup
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+METRICS = Registry("metric")
+ATTACKS = Registry("attack")
+DEFENSES = Registry("defense")

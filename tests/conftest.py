@@ -1,0 +1,77 @@
+"""Shared fixtures: small real photos and a deterministic toy metric for fast tests."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from iqalib.metrics.base import IQAMetric
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+class ToySharpness(IQAMetric):
+    """A deterministic differentiable stand-in metric: mean absolute Laplacian, squashed.
+
+    Higher is better (sharper / noisier images score higher), range (0, 1). Cheap enough for
+    every attack and defense test; real metrics are tested in tests/metrics.
+    """
+
+    name = "toy-sharpness"
+    lower_better = False
+    score_range = (0.0, 1.0)
+
+    def __init__(self):
+        super().__init__()
+        k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+        self.register_buffer("kernel", k.expand(3, 1, 3, 3).clone())
+
+    def forward(self, x):
+        lap = F.conv2d(x, self.kernel, padding=1, groups=3)
+        return torch.tanh(8 * lap.abs().mean(dim=(1, 2, 3)))
+
+
+class ToyLowerBetter(ToySharpness):
+    """The same score negated and shifted: lower is better, range (-1, 0)."""
+
+    name = "toy-lower"
+    lower_better = True
+    score_range = (-1.0, 0.0)
+
+    def forward(self, x):
+        return -super().forward(x)
+
+
+@pytest.fixture
+def toy_metric():
+    return ToySharpness()
+
+
+@pytest.fixture
+def toy_lower_metric():
+    return ToyLowerBetter()
+
+
+def _photo_crops(size: int) -> torch.Tensor:
+    from skimage import data
+
+    crops = []
+    for img in (data.astronaut(), data.chelsea(), data.coffee()):
+        h, w = img.shape[:2]
+        top, left = (h - size) // 2, (w - size) // 2
+        crops.append(img[top:top + size, left:left + size])
+    arr = np.stack(crops).astype(np.float32) / 255.0
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+@pytest.fixture(scope="session")
+def photos64() -> torch.Tensor:
+    """Three 64x64 centre crops of scikit-image photos, [3,3,64,64] in [0,1]."""
+    return _photo_crops(64)
+
+
+@pytest.fixture(scope="session")
+def photos128() -> torch.Tensor:
+    """Three 128x128 centre crops of scikit-image photos, [3,3,128,128] in [0,1]."""
+    return _photo_crops(128)
