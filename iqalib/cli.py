@@ -9,7 +9,7 @@ import sys
 
 COMMANDS = {
     # command: (module, function, one-line help)
-    "samples": ("iqalib.images", "cli_samples", "build the offline sample set (data/samples)"),
+    "samples": ("iqalib.datasets", "cli_samples", "build the offline sample set (data/samples)"),
     "data": ("iqalib.datasets", "cli", "fetch a data set: `data fetch nips17`"),
     "weights": ("iqalib.weights", "cli", "list / fetch / verify checkpoints"),
     "run": ("iqalib.evaluate.grid", "cli", "run the metric x attack x defense grid"),
