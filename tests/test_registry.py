@@ -1,0 +1,57 @@
+"""The registry: aliases, presets, did-you-mean on unknown names, fnmatch listing."""
+import pytest
+
+from iqalib.errors import UnknownNameError
+from iqalib.registry import Registry
+
+
+@pytest.fixture
+def reg():
+    r = Registry("widget")
+
+    @r.register("gaussian-blur", aliases=["blur"], presets={"k5": {"kernel": 5}, "k7": {"kernel": 7}})
+    def make_blur(*, kernel=3):
+        """A blur."""
+        return ("blur", kernel)
+
+    @r.register("jpeg", tags=["codec"])
+    def make_jpeg(*, quality=50):
+        return ("jpeg", quality)
+
+    return r
+
+
+def test_create_by_name_alias_and_preset(reg):
+    assert reg.create("gaussian-blur") == ("blur", 3)
+    assert reg.create("Blur") == ("blur", 3)
+    assert reg.create("gaussian_blur:k7") == ("blur", 7)
+    assert reg.create("blur:k5", kernel=9) == ("blur", 9)  # an explicit keyword wins over the preset
+
+
+def test_unknown_name_suggests_nearest(reg):
+    with pytest.raises(UnknownNameError, match="Did you mean 'jpeg'") as err:
+        reg.create("jepg")
+    assert "Known widgets" in str(err.value)
+    with pytest.raises(KeyError):  # still a KeyError for callers that catch that
+        reg.entry("nothing-like-it")
+
+
+def test_unknown_preset_lists_presets(reg):
+    with pytest.raises(UnknownNameError, match="Did you mean 'k5'"):
+        reg.create("blur:k55")
+
+
+def test_listing_with_patterns_tags_and_presets(reg):
+    assert reg.names() == ["gaussian-blur", "jpeg"]
+    assert reg.names("gauss*") == ["gaussian-blur"]
+    assert reg.names(tag="codec") == ["jpeg"]
+    assert reg.specs("gauss*") == ["gaussian-blur", "gaussian-blur:k5", "gaussian-blur:k7"]
+    assert "blur" in reg and "blur:k5" in reg and "nope" not in reg
+    assert reg.entry("blur").summary == "A blur."
+
+
+def test_duplicate_registration_is_refused(reg):
+    with pytest.raises(ValueError, match="twice"):
+        reg.add("jpeg", lambda: None)
+    with pytest.raises(ValueError, match="already taken"):
+        reg.add("other", lambda: None, aliases=["blur"])
