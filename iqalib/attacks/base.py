@@ -93,3 +93,27 @@ class Attack(HasParams):
             with torch.enable_grad():
                 x_adv = self.perturb(x)
         return quantise(x_adv.detach())
+
+
+def adam_image_loop(x: Tensor, loss_fn, *, lr: float, steps: int,
+                    grad_mask: Tensor | None = None) -> Tensor:
+    """Optimise the image itself with Adam, clamping to [0,1] after every step.
+
+    ``loss_fn(x_adv) -> [B]`` per-image losses; their sum is minimised. Adam's update is
+    elementwise, so each image follows its own gradient and batches stay independent.
+    ``grad_mask`` (broadcastable to ``x``) multiplies the gradient before the step
+    (Korhonen et al.'s spatial-activity mask). Shared by Korhonen, SSAH and Zhang et al.
+    """
+    x_adv = x.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x_adv], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(x_adv)
+        (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+        # a NaN from a metric's sqrt/log at a flat patch must not poison the image
+        grad = torch.nan_to_num(grad)
+        x_adv.grad = grad * grad_mask if grad_mask is not None else grad
+        opt.step()
+        with torch.no_grad():
+            x_adv.clamp_(0, 1)
+    return x_adv.detach()

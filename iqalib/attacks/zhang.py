@@ -1,1 +1,171 @@
-"""(being written)"""
+"""Zhang et al.'s perceptually constrained attacks: raise the score, stay close in DISTS /
+LPIPS / SSIM.
+
+DISTS and LPIPS come from pyiqa's architectures with the checkpoints of
+:mod:`iqalib.weights` (``dists`` + ``torchvision-vgg16``; ``lpips-alex`` +
+``torchvision-alexnet``; ``lpips-vgg`` + ``torchvision-vgg16``). Without them the attack
+raises :class:`~iqalib.errors.MissingWeightsError` at construction, naming the
+``make weights WEIGHTS=<name>`` target. The SSIM variant needs nothing and runs offline.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import MissingWeightsError
+from ..registry import ATTACKS
+from .base import Attack, adam_image_loop
+
+# torchvision looks its ImageNet checkpoints up by these file names (the hash prefix is
+# checked on load), so the catalogue files are exposed to it under them.
+_TORCHVISION_FILES = {"torchvision-vgg16": "vgg16-397923af.pth",
+                      "torchvision-alexnet": "alexnet-owt-7be5be79.pth"}
+
+
+def weight_file(name: str) -> Path:
+    """The local path of catalogue checkpoint ``name`` or a MissingWeightsError saying how
+    to fetch it (delegates to :func:`iqalib.weights.path`)."""
+    try:
+        from .. import weights
+    except ImportError:  # the catalogue module is not installed in this checkout yet
+        weights = None
+    if weights is not None:
+        return Path(weights.path(name))
+    raise MissingWeightsError(
+        f"checkpoint {name!r} is not available (no weights catalogue in this install): "
+        f"run `make weights WEIGHTS={name}`")
+
+
+@contextlib.contextmanager
+def torchvision_checkpoints(*names: str) -> Iterator[None]:
+    """Let torchvision's ``weights='IMAGENET1K_V1'`` find our catalogue copies offline.
+
+    pyiqa builds VGG16 / AlexNet with torchvision's pretrained weights, which torchvision
+    looks for in ``<torch hub dir>/checkpoints/<file>`` before downloading. We point the hub
+    dir at a cache folder holding links to the catalogue files, and restore it afterwards.
+    """
+    from ..paths import cache_dir
+
+    files = {n: weight_file(n) for n in names}  # raises MissingWeightsError first
+    hub = cache_dir() / "torch-hub"
+    (hub / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for n, src in files.items():
+        dst = hub / "checkpoints" / _TORCHVISION_FILES[n]
+        if not dst.exists():
+            tmp = dst.with_suffix(f".tmp{os.getpid()}")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(src.resolve())
+            tmp.replace(dst)  # atomic: parallel workers never see a half-made link
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(hub))
+    try:
+        yield
+    finally:
+        torch.hub.set_dir(old)
+
+
+def _load_state(module: nn.Module, path: Path) -> None:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "params" in state:
+        state = state["params"]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    # the files hold only the learned heads; the backbone comes from torchvision
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if unexpected:
+        raise MissingWeightsError(f"{path} does not look like the expected checkpoint "
+                                  f"(unexpected keys {unexpected[:3]}); re-fetch it with "
+                                  "`make weights`")
+
+
+def build_distance(kind: str) -> Callable[[Tensor, Tensor], Tensor]:
+    """``D(x_adv, x) -> [B]`` for ``kind`` in dists / lpips-alex / lpips-vgg / ssim."""
+    if kind == "ssim":
+        return ssim_distance
+    if kind == "dists":
+        from pyiqa.archs.dists_arch import DISTS
+
+        dists_file = weight_file("dists")
+        with torchvision_checkpoints("torchvision-vgg16"):
+            net = DISTS(pretrained=False)
+        _load_state(net, dists_file)
+        return _NetDistance(net)
+    if kind in ("lpips-alex", "lpips-vgg"):
+        from pyiqa.archs.lpips_arch import LPIPS
+
+        backbone = "torchvision-alexnet" if kind == "lpips-alex" else "torchvision-vgg16"
+        lpips_file = weight_file(kind)
+        with torchvision_checkpoints(backbone):
+            net = LPIPS(net=kind.split("-")[1], version="0.1", pretrained=False)
+        _load_state(net, lpips_file)
+        return _NetDistance(net)
+    raise ValueError(f"unknown distance {kind!r}: use dists, lpips-alex, lpips-vgg or ssim")
+
+
+class _NetDistance(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        if next(self.net.parameters()).device != x.device:
+            self.net.to(x.device)
+        return self.net(x_adv, x).reshape(x.shape[0], -1).mean(dim=1)
+
+
+def ssim_distance(x_adv: Tensor, x: Tensor) -> Tensor:
+    """``1 - SSIM`` per image (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, data
+    range 1, mean over the valid region and the three channels), differentiable (kornia)."""
+    import kornia
+
+    m = kornia.metrics.ssim(x_adv, x, 11, max_val=1.0, padding="valid")
+    return 1.0 - m.mean(dim=(1, 2, 3))
+
+
+class Zhang(Attack):
+    """Zhang et al., "Perceptual attacks of no-reference image quality models with
+    human-in-the-loop", NeurIPS 2022 (as the MSU group runs it).
+
+    Adam on the image (``lr=0.005``, ``steps=10``) minimising per image
+    ``D(x', x) - sign * score / range`` with ``D`` = DISTS, LPIPS or ``1 - SSIM``.
+    """
+
+    name = "zhang"
+    has_eps = False
+
+    def __init__(self, metric, *, distance: str = "dists", lr: float = 0.005, steps: int = 10,
+                 seed: int = 0):
+        super().__init__(metric, distance=distance, lr=lr, steps=steps, seed=seed)
+        self.name = f"zhang-{distance}"
+        # built now so a missing checkpoint fails at construction, not mid-run
+        self._distance = build_distance(distance)
+
+    def perturb(self, x: Tensor) -> Tensor:
+        x_ref = x.clone()
+
+        def loss(xa: Tensor) -> Tensor:
+            return self._distance(xa, x_ref) - self.metric.sign * self.metric(xa) / self.metric.range_width
+
+        return adam_image_loop(x, loss, lr=self.lr, steps=self.steps)
+
+
+def _factory(distance: str):
+    def make(metric, **kw):
+        return Zhang(metric, distance=distance, **kw)
+    make.__doc__ = (f"Zhang et al. 2022 with D = {distance}: Adam lr 0.005, 10 steps, "
+                    f"loss D(x', x) - score / range.")
+    return make
+
+
+ATTACKS.add("zhang-dists", _factory("dists"), aliases=["zhang", "zhang-et-al-dists"],
+            tags=("gradient", "needs-weights"))
+ATTACKS.add("zhang-lpips", _factory("lpips-alex"), aliases=["zhang-lpips-alex"],
+            tags=("gradient", "needs-weights"))
+ATTACKS.add("zhang-lpips-vgg", _factory("lpips-vgg"), tags=("gradient", "needs-weights"))
+ATTACKS.add("zhang-ssim", _factory("ssim"), tags=("gradient",))

@@ -4,6 +4,10 @@ from .base import IQAMetric, check_batch
 
 # one module per family; each registers its metrics with @METRICS.register
 from . import pyiqa_adapter, linearity, spaq, metaiqa, learned  # noqa: E402,F401
+from .linearity import Linearity  # noqa: E402
+from .metaiqa import MetaIQA  # noqa: E402
+from .pyiqa_adapter import PyiqaMetric, create_pyiqa_metric  # noqa: E402
+from .spaq import SPAQBaseline  # noqa: E402
 
 
 def create_metric(name: str, **kwargs) -> IQAMetric:
@@ -13,4 +17,5 @@ def create_metric(name: str, **kwargs) -> IQAMetric:
     return pyiqa_adapter.create_pyiqa_metric(name, unknown=METRICS, **kwargs)
 
 
-__all__ = ["IQAMetric", "check_batch", "create_metric", "METRICS"]
+__all__ = ["IQAMetric", "check_batch", "create_metric", "METRICS", "PyiqaMetric",
+           "create_pyiqa_metric", "Linearity", "SPAQBaseline", "MetaIQA"]

@@ -1,0 +1,570 @@
+"""Image sets: the offline sample set, the NIPS 2017 development set, any folder of images.
+
+- ``load_dataset("samples")``: about two dozen 299x299 photos cut from images that installed
+  packages ship (scikit-image, scikit-learn, matplotlib, pyiqa), built on first use into
+  ``data/samples`` (:func:`build_samples`). Works with no internet.
+- ``load_dataset("nips17")``: the 1000-image NIPS 2017 adversarial competition development
+  set (the paper's data), fetched by ``make data`` (:func:`fetch_nips17`).
+- ``load_dataset("/some/folder")``: every readable image in a folder.
+
+An :class:`ImageSet` yields ``[1,3,H,W]`` tensors in [0,1] per id, or same-size batches.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import difflib
+import hashlib
+import importlib.metadata
+import importlib.util
+import io
+import os
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import paths
+from .errors import DownloadError, ImageError, IqalibError, UnknownNameError
+from .images import IMAGE_SUFFIXES, atomic_write_bytes, load_image, probe
+
+#: side of the NIPS'17 images, which the sample set imitates
+SIDE = 299
+_NIPS17_CSV_PATH = ("cleverhans_v3.1.0/examples/nips17_adversarial_competition/dataset/"
+                    "dev_dataset.csv")
+#: dev_dataset.csv pinned to a cleverhans commit (reproducible), then the same path on master
+NIPS17_CSV_URLS = (
+    "https://raw.githubusercontent.com/cleverhans-lab/cleverhans/"
+    "72d9c1fc49c846d841ad08bbe0585b31f6550b26/" + _NIPS17_CSV_PATH,
+    "https://raw.githubusercontent.com/cleverhans-lab/cleverhans/master/" + _NIPS17_CSV_PATH,
+)
+NIPS17_CSV_URL = NIPS17_CSV_URLS[0]
+KNOWN = ("samples", "nips17")
+
+
+class MissingDataError(IqalibError, FileNotFoundError):
+    """A data set that has not been fetched yet; the message names the command that fetches it."""
+
+
+# --- ImageSet ----------------------------------------------------------------------------------
+def _fit(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize (antialiased bicubic) so the image covers ``size``, then centre-crop to it."""
+    import torch.nn.functional as F
+
+    h, w = x.shape[-2:]
+    th, tw = size
+    if (h, w) == (th, tw):
+        return x
+    scale = max(th / h, tw / w)
+    nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
+    top, left = (nh - th) // 2, (nw - tw) // 2
+    return x[..., top:top + th, left:left + tw].clamp(0, 1).contiguous()
+
+
+class ImageSet:
+    """An ordered, named collection of images on disk.
+
+    ``.name``, ``.root``, ``.ids`` (list of str), ``.manifest`` (DataFrame, one row per image,
+    first column ``image_id``), ``len()``, ``load(id) -> [1,3,H,W]``, ``batch(ids) -> [B,3,H,W]``,
+    ``subset(n)`` (first n ids), iteration over ``(image_id, [1,3,H,W])``. With ``size=`` every
+    image is resized to cover it and centre-cropped (so mixed sizes batch); without it a batch of
+    mixed sizes is an error. ``skipped`` lists ``(file, reason)`` of unreadable files.
+    """
+
+    def __init__(self, name: str, root: Path, files: dict[str, Path], manifest: pd.DataFrame,
+                 *, size: int | tuple[int, int] | None = None,
+                 skipped: Sequence[tuple[str, str]] = ()):
+        self.name = name
+        self.root = Path(root)
+        self._files = dict(files)
+        self.ids: list[str] = list(files)
+        self.manifest = manifest.reset_index(drop=True)
+        if isinstance(size, int):
+            size = (size, size)
+        self.size: tuple[int, int] | None = tuple(size) if size is not None else None
+        self.skipped = list(skipped)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        s = f", size={self.size}" if self.size else ""
+        return f"ImageSet({self.name!r}, {len(self)} images, root={str(self.root)!r}{s})"
+
+    def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
+        for image_id in self.ids:
+            yield image_id, self.load(image_id)
+
+    def path(self, image_id: str) -> Path:
+        """The file behind ``image_id``."""
+        try:
+            return self._files[image_id]
+        except KeyError:
+            close = difflib.get_close_matches(str(image_id), self.ids, n=3)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise UnknownNameError(f"no image {image_id!r} in {self.name!r}.{hint}") from None
+
+    def load(self, image_id: str) -> torch.Tensor:
+        """``[1,3,H,W]`` float32 in [0,1] (fitted to ``size`` when the set has one)."""
+        x = load_image(self.path(image_id))
+        return _fit(x, self.size) if self.size else x
+
+    def batch(self, ids: Sequence[str] | None = None) -> torch.Tensor:
+        """``[B,3,H,W]`` of ``ids`` (default: all). Same-size images only unless ``size=``."""
+        ids = self.ids if ids is None else list(ids)
+        if not ids:
+            raise ImageError(f"{self.name}: batch() got no ids")
+        xs = [self.load(i) for i in ids]
+        shapes = {tuple(x.shape[-2:]) for x in xs}
+        if len(shapes) > 1:
+            sizes = ", ".join(f"{i}: {x.shape[-1]}x{x.shape[-2]}" for i, x in list(zip(ids, xs))[:6])
+            raise ImageError(f"{self.name}: images of different sizes cannot be batched ({sizes}"
+                             f"{', ...' if len(ids) > 6 else ''}). Open the set with a size, "
+                             f"e.g. load_dataset({str(self.root)!r}, size={SIDE}), or batch "
+                             "images one by one.")
+        return torch.cat(xs, dim=0)
+
+    def subset(self, n: int) -> ImageSet:
+        """The first ``n`` images (deterministic: the set's own order)."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        ids = self.ids[:n]
+        man = self.manifest[self.manifest["image_id"].isin(ids)]
+        return ImageSet(self.name, self.root, {i: self._files[i] for i in ids}, man,
+                        size=self.size, skipped=self.skipped)
+
+
+# --- folders -----------------------------------------------------------------------------------
+def _read_manifest(p: Path) -> pd.DataFrame | None:
+    if not p.is_file():
+        return None
+    df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    if "image_id" not in df.columns and "ImageId" in df.columns:
+        df.insert(0, "image_id", df["ImageId"])
+    return df if "image_id" in df.columns else None
+
+
+def _open_folder(root: Path, name: str | None = None,
+                 size: int | tuple[int, int] | None = None) -> ImageSet:
+    if not root.is_dir():
+        raise MissingDataError(f"{root}: no such folder.")
+    files = sorted(p for p in root.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and not p.name.startswith("."))
+    stems = [p.stem for p in files]
+    dup = {s for s in stems if stems.count(s) > 1}
+    good: dict[str, Path] = {}
+    rows, skipped = [], []
+    for p in files:
+        try:
+            w, h = probe(p)
+        except ImageError as exc:
+            skipped.append((p.name, str(exc).split(": ", 1)[-1]))
+            continue
+        image_id = p.name if p.stem in dup else p.stem  # a.png + a.jpg: keep both, by name
+        good[image_id] = p
+        rows.append({"image_id": image_id, "file": p.name, "width": w, "height": h})
+    if skipped:
+        lines = "; ".join(f"{f} ({why})" for f, why in skipped[:10])
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        warnings.warn(f"{len(skipped)} of {len(files)} files in {root} could not be read and are "
+                      f"left out: {lines}{more}. See ImageSet.skipped.", stacklevel=3)
+    if not good:
+        raise ImageError(f"{root}: no readable images (looked for "
+                         f"{', '.join(IMAGE_SUFFIXES)}; {len(skipped)} unreadable).")
+    man = pd.DataFrame(rows)
+    extra = _read_manifest(root / "manifest.csv")
+    if extra is not None:  # keep licences / labels from a manifest that came with the folder
+        extra = extra.drop(columns=[c for c in ("file", "width", "height") if c in extra.columns])
+        man = man.merge(extra, on="image_id", how="left")
+    return ImageSet(name or root.name, root, good, man, size=size, skipped=skipped)
+
+
+def load_dataset(name_or_path: str | os.PathLike = "samples", *, n: int | None = None,
+                 size: int | tuple[int, int] | None = None) -> ImageSet:
+    """Open an image set: ``"samples"`` (built offline on first use), ``"nips17"`` (after
+    ``make data``) or a folder path. ``n`` keeps the first n images; ``size`` (int or (h, w))
+    resizes + centre-crops every image so that mixed sizes batch.
+    """
+    key = str(name_or_path)
+    if key == "samples":
+        root = build_samples()
+        ds = _open_folder(root, "samples", size)
+    elif key == "nips17":
+        root = paths.data_dir() / "nips17"
+        man = _read_manifest(root / "manifest.csv")
+        if man is None:
+            raise MissingDataError(
+                f"the NIPS 2017 development set is not in {root}. Fetch it with `make data` "
+                "(= `python -m iqalib data fetch nips17`; needs the internet, about 1000 Flickr "
+                "downloads), or from a Kaggle copy: `python -m iqalib data fetch nips17 --from "
+                "DIR`. Offline, use load_dataset('samples').")
+        ok = man[man.get("status", "ok").eq("ok")] if "status" in man else man
+        files = {i: root / f"{i}.png" for i in ok["image_id"] if (root / f"{i}.png").is_file()}
+        if not files:
+            raise MissingDataError(f"{root}/manifest.csv lists no downloaded images; re-run "
+                                   "`make data`.")
+        ds = ImageSet("nips17", root, files, ok[ok["image_id"].isin(list(files))], size=size)
+    else:
+        root = Path(name_or_path).expanduser()
+        if not root.exists():
+            close = difflib.get_close_matches(key, KNOWN, n=1, cutoff=0.5)
+            if close or (os.sep not in key and "/" not in key):
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise UnknownNameError(f"unknown data set {key!r} and no such folder.{hint} "
+                                       f"Known: {', '.join(KNOWN)}, or a folder of images.")
+            raise MissingDataError(f"{root}: no such folder.")
+        ds = _open_folder(root, None, size)
+    if n is not None:
+        if n > len(ds):
+            warnings.warn(f"{ds.name}: asked for {n} images, it has {len(ds)}", stacklevel=2)
+        ds = ds.subset(n)
+    return ds
+
+
+# --- the offline sample set --------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Source:
+    key: str            # id prefix
+    package: str        # distribution that ships the file
+    file: str           # path inside the package (or inside site-packages for pyiqa extras)
+    licence: str
+    two_crops: bool     # wide photos: a left and a right square instead of the centre one
+
+
+_SK = "public domain (scikit-image data docstring: no known copyright restrictions)"
+_SOURCES = (
+    _Source("astronaut", "scikit-image", "skimage/data/astronaut.png",
+            "public domain (NASA; scikit-image data docstring)", False),
+    _Source("chelsea", "scikit-image", "skimage/data/chelsea.png",
+            "CC0 (Stefan van der Walt; scikit-image data docstring)", True),
+    _Source("coffee", "scikit-image", "skimage/data/coffee.png",
+            "CC0 (Rachel Michetti; scikit-image data docstring)", True),
+    _Source("rocket", "scikit-image", "skimage/data/rocket.jpg",
+            "public domain (SpaceX; scikit-image data docstring)", True),
+    # a stereo pair of one scene: one centre crop each, else four near-duplicates
+    _Source("motorcycle_left", "scikit-image", "skimage/data/motorcycle_left.png",
+            "Middlebury 2014 stereo benchmark (Scharstein et al., GCPR 2014): cite on use", False),
+    _Source("motorcycle_right", "scikit-image", "skimage/data/motorcycle_right.png",
+            "Middlebury 2014 stereo benchmark (Scharstein et al., GCPR 2014): cite on use", False),
+    _Source("china", "scikit-learn", "sklearn/datasets/images/china.jpg",
+            "CC-BY-2.0, danielbuechele on Flickr (scikit-learn images/README.txt)", True),
+    _Source("flower", "scikit-learn", "sklearn/datasets/images/flower.jpg",
+            "CC-BY-2.0, vultilion on Flickr (scikit-learn images/README.txt)", True),
+    _Source("grace_hopper", "matplotlib", "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
+            "public domain (US Navy photograph; matplotlib ships no separate notice)", False),
+)
+_PYIQA_LICENCE = ("research use only (pyiqa test/calibration image; terms of the source "
+                  "IQA data set)")
+
+
+def _package_file(package: str, rel: str) -> Path | None:
+    """A file inside an installed distribution, found without importing it."""
+    top = rel.split("/", 1)[0]
+    spec = importlib.util.find_spec(top)
+    if spec is not None and spec.submodule_search_locations:
+        p = Path(next(iter(spec.submodule_search_locations))).parent / rel
+        if p.is_file():
+            return p
+    try:  # files installed next to the package (pyiqa's ResultsCalibra/, tests/)
+        for f in importlib.metadata.files(package) or []:
+            if str(f).replace("\\", "/") == rel:
+                p = Path(f.locate())
+                return p if p.is_file() else None
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return None
+
+
+def _pyiqa_sources() -> list[_Source]:
+    try:
+        files = importlib.metadata.files("pyiqa") or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    out = []
+    for f in sorted(str(f).replace("\\", "/") for f in files):
+        if (f.startswith("ResultsCalibra/ref_dir/") and f.lower().endswith(".bmp")) or \
+                (f.startswith("tests/test_efficiency_img_dir/") and f.lower().endswith(".jpg")):
+            stem = Path(f).stem
+            out.append(_Source(f"pyiqa_{stem}", "pyiqa", f, _PYIQA_LICENCE, False))
+    return out
+
+
+def _crop_boxes(w: int, h: int, two: bool) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """Largest centred square; or, for wide/tall photos marked two_crops, both end squares."""
+    s = min(w, h)
+    if two and w > h:
+        top = (h - s) // 2
+        return [("_l", (0, top, s, top + s)), ("_r", (w - s, top, w, top + s))]
+    if two and h > w:
+        left = (w - s) // 2
+        return [("_t", (left, 0, left + s, s)), ("_b", (left, h - s, left + s, h))]
+    left, top = (w - s) // 2, (h - s) // 2
+    return [("", (left, top, left + s, top + s))]
+
+
+def _png_bytes(im) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", compress_level=6)  # fixed settings, no metadata: same bytes
+    return buf.getvalue()
+
+
+@contextlib.contextmanager
+def _dir_lock(root: Path):
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a+") as fh:
+        try:
+            import fcntl
+
+            fcntl.flock(fh, fcntl.LOCK_EX)  # other processes (parallel tests) wait, then reuse
+        except ImportError:
+            pass
+        yield
+
+
+def _samples_complete(root: Path) -> bool:
+    man = _read_manifest(root / "manifest.csv")
+    return man is not None and len(man) > 0 and all((root / f).is_file() for f in man["file"])
+
+
+def build_samples(root: str | os.PathLike | None = None, *, force: bool = False) -> Path:
+    """Build the offline sample set (about 23 images, 299x299 PNG) and return its folder.
+
+    Sources are read from the installed packages, never copied into the repository:
+    scikit-image (astronaut, chelsea, coffee, rocket, motorcycle_left/right), scikit-learn
+    (china, flower), matplotlib (grace_hopper) and pyiqa (the 5 reference BMPs of
+    ``ResultsCalibra/ref_dir`` and the JPEGs of ``tests/test_efficiency_img_dir`` when
+    installed). Each is cut like the NIPS'17 images: the largest centred square (two end
+    squares for the wide single-subject photos), resized to 299x299 with Lanczos, saved as PNG.
+    ``manifest.csv`` records image_id, file, source package + version + file, licence, crop box
+    and the PNG's sha256. Deterministic: the same installed packages give the same bytes.
+    Built once (under a lock, so concurrent callers wait); ``force=True`` rebuilds.
+    """
+    from PIL import Image
+
+    root = Path(root) if root is not None else paths.data_dir() / "samples"
+    if not force and _samples_complete(root):
+        return root
+    with _dir_lock(root):
+        if not force and _samples_complete(root):  # built by another process meanwhile
+            return root
+        rows, missing = [], []
+        for src in (*_SOURCES, *_pyiqa_sources()):
+            f = _package_file(src.package, src.file)
+            if f is None:
+                missing.append(f"{src.package}:{src.file}")
+                continue
+            try:
+                version = importlib.metadata.version(src.package)
+            except importlib.metadata.PackageNotFoundError:
+                version = ""
+            with Image.open(f) as im:
+                im = im.convert("RGB")
+                for suffix, box in _crop_boxes(*im.size, src.two_crops):
+                    out = im.crop(box).resize((SIDE, SIDE), Image.LANCZOS)
+                    data = _png_bytes(out)
+                    image_id = src.key + suffix
+                    atomic_write_bytes(root / f"{image_id}.png", data)
+                    rows.append({"image_id": image_id, "file": f"{image_id}.png",
+                                 "source_package": src.package, "source_version": version,
+                                 "source_file": src.file, "licence": src.licence,
+                                 "crop_left": box[0], "crop_top": box[1], "crop_right": box[2],
+                                 "crop_bottom": box[3], "width": SIDE, "height": SIDE,
+                                 "sha256": hashlib.sha256(data).hexdigest()})
+        if not rows:
+            raise ImageError("cannot build the sample set: none of its source images is "
+                             f"installed ({', '.join(missing)}). Install scikit-image.")
+        if missing:
+            warnings.warn(f"sample set built without {', '.join(missing)} (not installed)",
+                          stacklevel=2)
+        buf = io.StringIO()
+        pd.DataFrame(rows).to_csv(buf, index=False, lineterminator="\n")
+        atomic_write_bytes(root / "manifest.csv", buf.getvalue().encode())  # written last
+    return root
+
+
+def cli_samples(argv: list[str]) -> int:
+    """``python -m iqalib samples [--force] [--root DIR]``: build the sample set, summarise it."""
+    ap = argparse.ArgumentParser(prog="python -m iqalib samples",
+                                 description="build the offline sample set (data/samples)")
+    ap.add_argument("--force", action="store_true", help="rebuild even if present")
+    ap.add_argument("--root", default=None, help="output folder (default data/samples)")
+    args = ap.parse_args(argv)
+    root = build_samples(args.root, force=args.force)
+    man = pd.read_csv(root / "manifest.csv", dtype=str)
+    print(f"{len(man)} images, {SIDE}x{SIDE} PNG, in {root}")
+    for (pkg, lic), grp in man.groupby(["source_package", "licence"], sort=False):
+        print(f"  {len(grp):>2}  {pkg:<13} {lic}")
+    return 0
+
+
+# --- NIPS 2017 development set -----------------------------------------------------------------
+def _nips_crop(data: bytes, x1: float, y1: float, x2: float, y2: float):
+    """The official procedure (cleverhans download_images.py): RGB, crop by the fractional box
+    with int() truncation, resize to 299x299 with Lanczos."""
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = im.size
+    im = im.crop((int(x1 * w), int(y1 * h), int(x2 * w), int(y2 * h)))
+    return im.resize((SIDE, SIDE), Image.LANCZOS)
+
+
+def _unescape(text: str) -> str:
+    """The CSV writes non-ASCII author names as octal UTF-8 escapes (``Verb\\303\\244nde``)."""
+    if "\\" not in text:
+        return text
+    try:
+        import codecs
+
+        return codecs.escape_decode(text.encode("ascii"))[0].decode("utf-8")
+    except (UnicodeError, ValueError):
+        return text
+
+
+def _read_nips_csv(data: bytes) -> list[dict]:
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+    need = {"ImageId", "URL", "x1", "y1", "x2", "y2", "TrueLabel"}
+    if not rows or not need <= set(rows[0]):
+        raise IqalibError(f"not a NIPS 2017 dev_dataset.csv: need columns {sorted(need)}")
+    return rows
+
+
+def fetch_nips17(root: str | os.PathLike | None = None, *, limit: int | None = None,
+                 source: str | os.PathLike | None = None, csv_url: str = NIPS17_CSV_URL,
+                 workers: int = 8, timeout: float = 30.0, progress: bool = True) -> pd.DataFrame:
+    """Fetch the NIPS 2017 adversarial competition development set into ``root``.
+
+    Reads ``dev_dataset.csv`` (from ``csv_url``, the cleverhans v3.1.0 copy, or from
+    ``source``), downloads each Flickr URL, crops and resizes as the official script does and
+    saves ``<ImageId>.png``. ``source`` may be a local CSV (its URLs may be file://) or a folder
+    holding the CSV (``dev_dataset.csv`` or Kaggle's ``images.csv``) and already-made PNGs
+    (``images/<ImageId>.png`` or ``<ImageId>.png``), which are used instead of downloading.
+    Resumable: images already saved are kept. Failures are kept in ``manifest.csv`` with their
+    status and printed, never dropped silently. Returns the manifest.
+    """
+    from .download import fetch_bytes
+    from .images import save_image
+
+    root = Path(root) if root is not None else paths.data_dir() / "nips17"
+    root.mkdir(parents=True, exist_ok=True)
+    local_dirs: list[Path] = []
+    if source is not None:
+        src = Path(source).expanduser()
+        if src.is_dir():
+            cands = [src / "dev_dataset.csv", src / "images.csv"]
+            csv_path = next((c for c in cands if c.is_file()), None)
+            if csv_path is None:
+                raise MissingDataError(f"{src}: no dev_dataset.csv or images.csv in it")
+            local_dirs = [src / "images", src]
+        elif src.is_file():
+            csv_path = src
+        else:
+            raise MissingDataError(f"{src}: no such file or folder")
+        csv_data = csv_path.read_bytes()
+    else:
+        urls = [csv_url] + [u for u in NIPS17_CSV_URLS if u != csv_url]
+        csv_data, errs = None, []
+        for u in urls:
+            try:
+                csv_data = fetch_bytes(u, timeout=timeout)
+                break
+            except DownloadError as exc:
+                errs.append(str(exc))
+        if csv_data is None:
+            raise DownloadError("cannot download dev_dataset.csv (" + "; ".join(errs) + "). "
+                                "Without the internet use a Kaggle copy: --from DIR.")
+    rows = _read_nips_csv(csv_data)
+    atomic_write_bytes(root / "dev_dataset.csv", csv_data)
+    if limit is not None:
+        rows = rows[:limit]
+
+    def one(row: dict) -> dict:
+        image_id = row["ImageId"].strip()
+        out = root / f"{image_id}.png"
+        rec = {"image_id": image_id, "ImageId": image_id, "URL": row.get("URL", ""),
+               "author": _unescape(row.get("Author", "")), "licence": row.get("License", ""),
+               "TrueLabel": row.get("TrueLabel", ""), "TargetClass": row.get("TargetClass", ""),
+               "sha256": "", "status": ""}
+        try:
+            if not out.is_file():  # resumable: a saved PNG is complete (atomic writes)
+                local = next((d / f"{image_id}.png" for d in local_dirs
+                              if (d / f"{image_id}.png").is_file()), None)
+                if local is not None:
+                    x = load_image(local)
+                    if x.shape[-2:] != (SIDE, SIDE):
+                        raise ImageError(f"{local} is {x.shape[-1]}x{x.shape[-2]}, not 299x299")
+                    save_image(x, out)
+                else:
+                    data = fetch_bytes(row["URL"], timeout=timeout)
+                    im = _nips_crop(data, *(float(row[k]) for k in ("x1", "y1", "x2", "y2")))
+                    atomic_write_bytes(out, _png_bytes(im))
+            rec["sha256"] = hashlib.sha256(out.read_bytes()).hexdigest()
+            rec["status"] = "ok"
+        except Exception as exc:  # noqa: BLE001 (one bad URL must not stop the other 999)
+            rec["status"] = f"failed: {type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+        return rec
+
+    from tqdm.auto import tqdm
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        recs = list(tqdm(pool.map(one, rows), total=len(rows), desc="nips17",
+                         disable=not progress))
+    man = pd.DataFrame(recs)
+    buf = io.StringIO()
+    man.to_csv(buf, index=False, lineterminator="\n")
+    atomic_write_bytes(root / "manifest.csv", buf.getvalue().encode())
+    failed = man[man["status"] != "ok"]
+    print(f"nips17: {len(man) - len(failed)}/{len(man)} images in {root}")
+    for _, r in failed.iterrows():
+        print(f"  {r['ImageId']}: {r['status']} ({r['URL']})", file=sys.stderr)
+    if len(failed):
+        print(f"{len(failed)} failed (listed in {root / 'manifest.csv'}); re-run to retry them.",
+              file=sys.stderr)
+    return man
+
+
+def cli(argv: list[str]) -> int:
+    """``python -m iqalib data fetch nips17 [--root DIR] [--limit N] [--from SRC]``."""
+    ap = argparse.ArgumentParser(prog="python -m iqalib data", description="fetch a data set")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    pf = sub.add_parser("fetch", help="download a data set")
+    pf.add_argument("dataset", choices=["nips17"])
+    pf.add_argument("--root", default=None, help="output folder (default data/nips17)")
+    pf.add_argument("--limit", type=int, default=None, help="only the first N images")
+    pf.add_argument("--from", dest="source", default=None,
+                    help="a local dev_dataset.csv, or a folder (Kaggle copy) with the CSV + PNGs")
+    pf.add_argument("--csv-url", default=NIPS17_CSV_URL)
+    pf.add_argument("--workers", type=int, default=8)
+    pf.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        man = fetch_nips17(args.root, limit=args.limit, source=args.source,
+                           csv_url=args.csv_url, workers=args.workers,
+                           progress=not args.no_progress)
+    except IqalibError as exc:
+        print(f"data fetch {args.dataset}: {exc}", file=sys.stderr)
+        return 1
+    return 0 if (man["status"] == "ok").all() else 1
+
+
+__all__ = [
+    "NIPS17_CSV_URL",
+    "NIPS17_CSV_URLS",
+    "SIDE",
+    "ImageSet",
+    "MissingDataError",
+    "build_samples",
+    "cli",
+    "cli_samples",
+    "fetch_nips17",
+    "load_dataset",
+]

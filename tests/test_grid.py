@@ -1,0 +1,257 @@
+"""The resumable grid: rows, determinism, resume, failures, a killed run, Dask == local."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import _grid_toys as toys
+from iqalib.errors import MissingWeightsError
+from iqalib.evaluate import grid, measures
+from iqalib.evaluate.grid import COLUMNS, load_results, run_grid
+
+TESTS = Path(__file__).resolve().parent
+VOLATILE = ["time_attack_s", "time_defense_s", "git_sha"]
+
+
+def _stable(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop(columns=VOLATILE).reset_index(drop=True)
+
+
+def _run(tmp, metric, defenses, photos, **kw):
+    kw.setdefault("chunk_size", 2)
+    return run_grid([metric], [toys.SignAttack], defenses, photos, out=tmp / "out",
+                    cache=tmp / "adv", progress=False, **kw)
+
+
+def test_rows_and_values(tmp_path, toy_metric, photos64):
+    df = _run(tmp_path, toy_metric, ["none", toys.FlipDefense(), toys.CropDefense()], photos64)
+    assert list(df.columns) == COLUMNS
+    assert len(df) == 3 * 3  # images x defenses (one metric, one attack)
+    assert set(df["defense_spec"]) == {"none", "toy-flip", "toy-crop"}
+    x = photos64
+    with torch.no_grad():
+        clean = toy_metric(x).double().numpy()
+    base = df[df["defense_spec"] == "none"].sort_values("image_id")
+    np.testing.assert_allclose(base["score_clean"], clean, rtol=1e-6)
+    # the baseline's purified scores are the raw ones
+    np.testing.assert_array_equal(base["score_def_attacked"], base["score_attacked"])
+    np.testing.assert_array_equal(base["score_def_clean"], base["score_clean"])
+    # attacked scores are those of the cached PNGs, and the attack raised them
+    adv = toys.SignAttack(toy_metric, seed=0)(x)
+    with torch.no_grad():
+        np.testing.assert_allclose(base["score_attacked"], toy_metric(adv).double().numpy(),
+                                   rtol=1e-6)
+    assert (base["score_attacked"].to_numpy() > clean).all()
+    np.testing.assert_allclose(base["psnr"], measures.psnr(adv, x).numpy(), rtol=1e-6)
+    flip = df[df["defense_spec"] == "toy-flip"].sort_values("image_id")
+    np.testing.assert_allclose(flip["ssim"], measures.ssim(adv.flip(-2, -1), x).numpy(), rtol=1e-6)
+    crop = df[df["defense_spec"] == "toy-crop"]
+    assert crop["psnr"].notna().all() and (crop["psnr"] < base["psnr"].to_numpy()).all()
+    assert (df["metric_range_lo"] == 0).all() and (df["metric_range_hi"] == 1).all()
+    assert df["attack_params"].map(lambda s: '"seed": 0' in s).all()
+    assert (tmp_path / "out" / "results.parquet").exists()
+    pd.testing.assert_frame_equal(load_results(tmp_path / "out"), df)
+
+
+def test_same_seed_same_table_and_resume(tmp_path, toy_metric, photos64):
+    defenses = ["none", toys.NoiseDefense()]
+    a = _run(tmp_path / "a", toy_metric, defenses, photos64)
+    b = _run(tmp_path / "b", toy_metric, defenses, photos64)
+    pd.testing.assert_frame_equal(_stable(a), _stable(b))
+    c = _run(tmp_path / "c", toy_metric, defenses, photos64, seed=1)
+    noisy = lambda d: d[d["defense_spec"] == "toy-noise"]["score_def_clean"].to_numpy()  # noqa
+    assert not np.allclose(noisy(a), noisy(c))  # the seed reaches stochastic purifiers
+    # rerun in place: every unit is skipped, nothing is rewritten
+    parts = sorted((tmp_path / "a" / "out" / "parts").glob("*.parquet"))
+    assert len(parts) == 2  # 3 images in chunks of 2
+    mtimes = [p.stat().st_mtime_ns for p in parts]
+    again = _run(tmp_path / "a", toy_metric, defenses, photos64)
+    assert [p.stat().st_mtime_ns for p in parts] == mtimes
+    pd.testing.assert_frame_equal(again, a)
+    # a different grid in the same folder is a different set of units
+    more = _run(tmp_path / "a", toy_metric, defenses + [toys.FlipDefense()], photos64)
+    assert len(more) == 9 and len(list((tmp_path / "a" / "out" / "parts").glob("*"))) == 4
+
+
+def test_failures_are_recorded_then_retried(tmp_path, toy_metric, photos64):
+    flag = tmp_path / "weights.ok"
+    needs = toys.NeedsFileDefense(flag=str(flag))
+    df = _run(tmp_path, toy_metric, ["none", needs, toys.BrokenDefense()], photos64)
+    assert set(df["defense_spec"]) == {"none"}
+    lines = df.attrs["failures"]
+    assert "skipped: toy-broken (missing weights: make weights WEIGHTS=toy-broken) in 2 units" in lines
+    assert any("toy-needs-file" in line for line in lines)
+    # the weights arrive: a rerun computes only the failed purifiers
+    flag.touch()
+    parts_before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out" / "parts").glob("*")}
+    df2 = _run(tmp_path, toy_metric, ["none", needs, toys.BrokenDefense()], photos64)
+    assert set(df2["defense_spec"]) == {"none", "toy-needs-file"} and len(df2) == 6
+    for name, mt in parts_before.items():
+        assert (tmp_path / "out" / "parts" / name).stat().st_mtime_ns == mt
+    assert [line for line in df2.attrs["failures"] if "toy-needs-file" in line] == []
+    with pytest.raises(MissingWeightsError):
+        _run(tmp_path / "strict", toy_metric, [toys.BrokenDefense()], photos64, strict=True)
+
+
+def test_unknown_metric_is_skipped_not_fatal(tmp_path, toy_metric, photos64):
+    df = run_grid([toy_metric, "no-such-metric-zzz"], [toys.SignAttack], ["none"], photos64[:2],
+                  out=tmp_path / "out", cache=tmp_path / "adv", progress=False)
+    assert set(df["metric"]) == {"toy-sharpness"} and len(df) == 2
+    assert any(line.startswith("skipped: no-such-metric-zzz") for line in df.attrs["failures"])
+
+
+def test_load_results_reads_parts_of_an_unfinished_run(tmp_path, toy_metric, photos64):
+    df = _run(tmp_path, toy_metric, ["none"], photos64)
+    os.unlink(tmp_path / "out" / "results.parquet")
+    pd.testing.assert_frame_equal(load_results(tmp_path / "out"), df)
+    with pytest.raises(FileNotFoundError):
+        load_results(tmp_path / "nothing")
+
+
+_KILL_SCRIPT = textwrap.dedent("""
+    import sys, torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, {tests!r})
+    from conftest import ToySharpness, _photo_crops
+    import _grid_toys as toys
+    from iqalib.evaluate.grid import run_grid
+    x = torch.cat([_photo_crops(64), _photo_crops(64).flip(-1)])
+    attack = toys.CountingSignAttack(ToySharpness())  # counts in $TOY_ATTACK_LOG
+    run_grid([ToySharpness()], [attack], ["none", toys.SlowDefense(delay={delay})], x,
+             out={out!r}, cache={cache!r}, chunk_size=1, progress=False)
+""")
+
+
+def _script(tmp, name, delay):
+    path = tmp / f"{name}.py"
+    path.write_text(_KILL_SCRIPT.format(tests=str(TESTS), out=str(tmp / name / "out"),
+                                        cache=str(tmp / name / "adv"), delay=delay))
+    return path
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_and_loses_nothing(tmp_path):
+    script = _script(tmp_path, "killed", 0.3)
+    parts = tmp_path / "killed" / "out" / "parts"
+    env = {**os.environ, "TOY_ATTACK_LOG": str(tmp_path / "killed.log")}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.time() + 120
+        while not list(parts.glob("*.parquet")) and time.time() < deadline:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up
+    finally:
+        proc.wait(30)
+    done = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in parts.glob("*.parquet")}
+    assert 1 <= len(done) < 6, "the run should have been killed between its first and last unit"
+    assert not (tmp_path / "killed" / "out" / "results.parquet").exists()
+    attacks_before = (tmp_path / "killed.log").read_text().splitlines()
+
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert res.returncode == 0, res.stderr
+    # finished units were not redone: same files, same bytes, and their images not re-attacked
+    for name, (mtime, data) in done.items():
+        assert (parts / name).stat().st_mtime_ns == mtime and (parts / name).read_bytes() == data
+    attacks_total = (tmp_path / "killed.log").read_text().splitlines()
+    assert len(attacks_total) - len(attacks_before) <= 6 - len(done)
+    assert len(list(parts.glob("*.parquet"))) == 6
+    assert not list((tmp_path / "killed").rglob("*.tmp"))
+
+    # the resumed table equals an uninterrupted run's (the same script, run here in-process)
+    from conftest import ToySharpness, _photo_crops
+
+    x = torch.cat([_photo_crops(64), _photo_crops(64).flip(-1)])
+    ref = run_grid([ToySharpness()], [toys.CountingSignAttack(ToySharpness())],
+                   ["none", toys.SlowDefense(delay=0.0)], x, out=tmp_path / "whole" / "out",
+                   cache=tmp_path / "whole" / "adv", chunk_size=1, progress=False)
+    resumed = load_results(tmp_path / "killed" / "out")
+    assert len(ref) == 12
+    # the slow defense's name differs only by its delay parameter: compare everything else
+    pd.testing.assert_frame_equal(_stable(resumed).drop(columns="defense_params"),
+                                  _stable(ref).drop(columns="defense_params"))
+
+
+@pytest.mark.slow
+def test_dask_gives_the_same_scores_as_local(tmp_path, photos64):
+    import cloudpickle
+    import conftest
+    from distributed import Client, LocalCluster
+
+    # the toy classes live in test modules the workers cannot import: ship them by value
+    cloudpickle.register_pickle_by_value(toys)
+    cloudpickle.register_pickle_by_value(conftest)
+    try:
+        defenses = ["none", toys.FlipDefense(), toys.NoiseDefense()]
+        local = run_grid([conftest.ToySharpness()], [toys.SignAttack], defenses, photos64,
+                         out=tmp_path / "local", cache=tmp_path / "adv-local", chunk_size=1,
+                         progress=False)
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            # a scheduler address, as `--scheduler tcp://...` gives it
+            dist = run_grid([conftest.ToySharpness()], [toys.SignAttack], defenses, photos64,
+                            out=tmp_path / "dask", cache=tmp_path / "adv-dask", chunk_size=1,
+                            progress=False, scheduler=cluster.scheduler_address)
+            assert cluster.scheduler_address.startswith("tcp://")
+            # the units ran in the two worker processes, which wrote the part files
+            prefixes = client.run_on_scheduler(
+                lambda dask_scheduler: {k: dict(p.state_counts)
+                                        for k, p in dask_scheduler.task_prefixes.items()})
+            assert prefixes["iqalib-unit"]["memory"] + prefixes["iqalib-unit"]["released"] + \
+                prefixes["iqalib-unit"]["forgotten"] == 3
+            pids = client.run(os.getpid)
+            assert len(pids) == 2 and os.getpid() not in pids.values()
+    finally:
+        cloudpickle.unregister_pickle_by_value(toys)
+        cloudpickle.unregister_pickle_by_value(conftest)
+    assert len(dist) == 9 and len(list((tmp_path / "dask" / "parts").glob("*"))) == 3
+    pd.testing.assert_frame_equal(_stable(local), _stable(dist))
+
+
+def test_units_are_picklable_specs(tmp_path, toy_metric, photos64):
+    import pickle
+
+    units = grid.plan_units([toy_metric, "brisque"], [toys.SignAttack], ["none", "jpeg:q30"],
+                            photos64, out=tmp_path, chunk_size=2)
+    assert len(units) == 2 * 1 * 2
+    assert len({u.key for u in units}) == len(units)
+    u = pickle.loads(pickle.dumps(units[2]))
+    assert u.metric.spec == "brisque" and u.defenses[1].spec == "jpeg:q30"
+    assert tuple(u.images.ids) == units[2].ids == ("img0000", "img0001")
+    # the key changes with the seed, the images and the defenses
+    other = grid.plan_units([toy_metric], [toys.SignAttack], ["none", "jpeg:q30"], photos64,
+                            out=tmp_path, chunk_size=2, seed=1)
+    assert other[0].key != units[0].key
+
+
+def test_cli_runs_registry_specs(tmp_path, monkeypatch, capsys, photos64):
+    from conftest import ToySharpness
+
+    from iqalib.registry import ATTACKS, METRICS
+
+    if "toy-grid-metric" not in METRICS:
+        METRICS.add("toy-grid-metric", ToySharpness)
+    if "toy-grid-sign" not in ATTACKS:
+        ATTACKS.add("toy-grid-sign", toys.SignAttack)
+    monkeypatch.setattr(grid, "_load_dataset_cached",
+                        lambda name, n, size: grid.TensorImages(photos64[:n], name=name))
+    rc = grid.cli(["--metrics", "toy-grid-metric", "--attacks", "toy-grid-sign", "--defenses",
+                   "none", "--images", "mini", "--n", "2", "--out", str(tmp_path / "q"),
+                   "--cache", str(tmp_path / "adv")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "4 rows" not in text and "2 rows" in text and "SROCC" in text
+    df = load_results(tmp_path / "q")
+    assert set(df["dataset"]) == {"mini"} and set(df["metric"]) == {"toy-grid-metric"}
