@@ -45,6 +45,8 @@ NIPS17_CSV_URLS = (
     "https://raw.githubusercontent.com/cleverhans-lab/cleverhans/master/" + _NIPS17_CSV_PATH,
 )
 NIPS17_CSV_URL = NIPS17_CSV_URLS[0]
+#: where Flickr redirects a deleted photo (a placeholder PNG served with status 200)
+FLICKR_PLACEHOLDERS = ("photo_unavailable",)
 KNOWN = ("samples", "nips17")
 
 
@@ -504,7 +506,8 @@ def fetch_nips17(root: str | os.PathLike | None = None, *, limit: int | None = N
                         raise ImageError(f"{local} is {x.shape[-1]}x{x.shape[-2]}, not 299x299")
                     save_image(x, out)
                 else:
-                    data = fetch_bytes(row["URL"], timeout=timeout)
+                    data = fetch_bytes(row["URL"], timeout=timeout,
+                                       reject_redirects_to=FLICKR_PLACEHOLDERS)
                     im = _nips_crop(data, *(float(row[k]) for k in ("x1", "y1", "x2", "y2")))
                     atomic_write_bytes(out, _png_bytes(im))
             rec["sha256"] = hashlib.sha256(out.read_bytes()).hexdigest()

@@ -126,8 +126,13 @@ def download_to_part(url: str, part: Path, *, progress: bool = True, timeout: fl
     return part
 
 
-def fetch_bytes(url: str, *, timeout: float = 30.0) -> bytes:
-    """Whole body of a small http(s):// or file:// resource (CSV files, single images)."""
+def fetch_bytes(url: str, *, timeout: float = 30.0, reject_redirects_to: tuple[str, ...] = ()
+                ) -> bytes:
+    """Whole body of a small http(s):// or file:// resource (CSV files, single images).
+
+    ``reject_redirects_to``: substrings of a final (redirected) URL that mean "not the file"
+    (Flickr answers a deleted photo with a redirect to a placeholder image, status 200).
+    """
     scheme = urllib.parse.urlparse(url).scheme.lower()
     if scheme == "file":
         return _file_url_path(url).read_bytes()
@@ -136,6 +141,9 @@ def fetch_bytes(url: str, *, timeout: float = 30.0) -> bytes:
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
+            final = resp.geturl()
+            if any(bad in final for bad in reject_redirects_to):
+                raise DownloadError(f"{url}: redirected to {final} (the file is gone)")
             return resp.read()
     except urllib.error.HTTPError as exc:
         raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc

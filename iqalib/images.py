@@ -143,8 +143,8 @@ def _decode_png16(path: Path) -> np.ndarray:
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise _fail(path, "corrupt 16-bit PNG", "Re-export or re-download it.")
-    if arr.ndim == 3:  # OpenCV orders channels BGR(A)
-        arr = arr[..., [2, 1, 0, 3][: arr.shape[2]]] if arr.shape[2] == 4 else arr[..., ::-1]
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):  # OpenCV orders colour channels BGR(A)
+        arr = arr[..., [2, 1, 0, 3][: arr.shape[2]]]
     return _scale_integer(np.ascontiguousarray(arr))
 
 

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import torch
+from _grid_toys import CountingSignAttack, SignAttack
 from PIL import Image
 
-from _grid_toys import CountingSignAttack, SignAttack
 from iqalib.attacks.cache import AttackCache, cache_key, safe_name
 from iqalib.evaluate.grid import TensorImages
 

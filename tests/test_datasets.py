@@ -69,11 +69,16 @@ def test_sample_crops_match_an_independent_cut(samples_root):
 
 
 @pytest.mark.slow
-def test_sample_build_is_deterministic(samples_root, tmp_path):
-    again = build_samples(tmp_path / "s2")
+def test_sample_build_is_deterministic_and_safe_concurrently(samples_root, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:  # two builders of one folder: one builds, one waits
+        roots = list(pool.map(build_samples, [tmp_path / "s2", tmp_path / "s2"]))
+    assert roots == [tmp_path / "s2"] * 2
     a = pd.read_csv(samples_root / "manifest.csv", dtype=str)
-    b = pd.read_csv(again / "manifest.csv", dtype=str)
-    assert a.equals(b)
+    b = pd.read_csv(roots[0] / "manifest.csv", dtype=str)
+    assert a.equals(b)  # same sha256 for every PNG: byte-identical rebuild
+    assert not list((tmp_path / "s2").glob("*.tmp"))
 
 
 def test_build_samples_reuses_and_rebuilds(samples_root, tmp_path):
@@ -224,7 +229,7 @@ def test_nips17_fetch_from_file_urls_resumes_and_reports(tmp_path, monkeypatch, 
     assert len(load_dataset("nips17")) == 3
 
 
-def test_nips17_fetch_over_http_with_limit(tmp_path):
+def test_nips17_fetch_over_http_and_flickr_placeholder(tmp_path):
     csv_p, src = _nips_sources(tmp_path)
     handler = functools.partial(_QuietHandler, directory=str(src))
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -232,19 +237,36 @@ def test_nips17_fetch_over_http_with_limit(tmp_path):
     try:
         base = f"http://127.0.0.1:{srv.server_address[1]}"
         # the CSV and the images both come over HTTP, as from GitHub and Flickr
-        (src / "dev.csv").write_text(csv_p.read_text().replace(src.as_uri(), base))
-        man = fetch_nips17(tmp_path / "out", csv_url=base + "/dev.csv", limit=2, progress=False)
+        text = csv_p.read_text().replace(src.as_uri(), base).replace("/gone.jpg", "/deleted.jpg")
+        (src / "dev.csv").write_text(text)
+        man = fetch_nips17(tmp_path / "out", csv_url=base + "/dev.csv", progress=False)
     finally:
         srv.shutdown()
         srv.server_close()
-    assert man["status"].tolist() == ["ok", "ok"] and len(man) == 2
+    assert man["status"].tolist()[:2] == ["ok", "ok"] and len(man) == 3
+    assert "photo_unavailable" in man["status"][2]  # a placeholder is not the photo
+    assert not (tmp_path / "out" / "aaaa000000000003.png").exists()
+    # the CSV is kept next to the images, as fetched
+    assert (tmp_path / "out" / "dev_dataset.csv").read_text() == (src / "dev.csv").read_text()
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "aaaa000000000001.png")),
                                   _official(src / "one.jpg", (0.25, 0, 1, 0.75)))
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder; ``/deleted.jpg`` redirects to a placeholder, as Flickr does."""
+
     def log_message(self, *args):
         pass
+
+    def do_GET(self):
+        if self.path == "/deleted.jpg":
+            self.send_response(302)
+            self.send_header("Location", "/images/photo_unavailable.png")
+            self.end_headers()
+            return
+        if self.path == "/images/photo_unavailable.png":
+            self.path = "/two.png"  # any valid image: it must still be refused
+        super().do_GET()
 
 
 def test_nips17_from_kaggle_folder(tmp_path):

@@ -9,12 +9,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import _grid_toys as toys
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-import _grid_toys as toys
 from iqalib.errors import MissingWeightsError
 from iqalib.evaluate import grid, measures
 from iqalib.evaluate.grid import COLUMNS, load_results, run_grid
@@ -69,7 +69,7 @@ def test_same_seed_same_table_and_resume(tmp_path, toy_metric, photos64):
     b = _run(tmp_path / "b", toy_metric, defenses, photos64)
     pd.testing.assert_frame_equal(_stable(a), _stable(b))
     c = _run(tmp_path / "c", toy_metric, defenses, photos64, seed=1)
-    noisy = lambda d: d[d["defense_spec"] == "toy-noise"]["score_def_clean"].to_numpy()  # noqa
+    noisy = lambda d: d[d["defense_spec"] == "toy-noise"]["score_def_clean"].to_numpy()
     assert not np.allclose(noisy(a), noisy(c))  # the seed reaches stochastic purifiers
     # rerun in place: every unit is skipped, nothing is rewritten
     parts = sorted((tmp_path / "a" / "out" / "parts").glob("*.parquet"))
@@ -160,7 +160,7 @@ def test_killed_run_resumes_and_loses_nothing(tmp_path):
     attacks_before = (tmp_path / "killed.log").read_text().splitlines()
 
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         timeout=300, env=env)
+                         timeout=300, env=env, check=False)
     assert res.returncode == 0, res.stderr
     # finished units were not redone: same files, same bytes, and their images not re-attacked
     for name, (mtime, data) in done.items():
@@ -209,8 +209,7 @@ def test_dask_gives_the_same_scores_as_local(tmp_path, photos64):
             prefixes = client.run_on_scheduler(
                 lambda dask_scheduler: {k: dict(p.state_counts)
                                         for k, p in dask_scheduler.task_prefixes.items()})
-            assert prefixes["iqalib-unit"]["memory"] + prefixes["iqalib-unit"]["released"] + \
-                prefixes["iqalib-unit"]["forgotten"] == 3
+            assert prefixes["iqalib-unit"]["memory"] == 3  # one task per unit reached memory
             pids = client.run(os.getpid)
             assert len(pids) == 2 and os.getpid() not in pids.values()
     finally:

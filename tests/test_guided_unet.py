@@ -205,6 +205,7 @@ def test_conversion_reports_unmapped_and_missing_keys(tiny_adm):
         convert_guided_diffusion(sd, TINY)
 
 
+@pytest.mark.slow  # builds a diffusers UNet2DModel: its first import alone takes ~10 s
 def test_load_guided_unet_from_a_local_file(tiny_adm, tmp_path):
     path = tmp_path / "tiny_adm.pt"
     torch.save({f"module.{k}": v for k, v in tiny_adm.state_dict().items()}, path)

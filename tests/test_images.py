@@ -85,6 +85,11 @@ def test_16bit_png_colour_and_grey_not_truncated(tmp_path):
     cv2.imwrite(str(tmp_path / "c16.png"), a16[..., ::-1])  # OpenCV writes BGR
     got = _as_np(load_image(tmp_path / "c16.png"))
     np.testing.assert_allclose(got, a16.astype(np.float32) / 65535, rtol=0, atol=1e-7)
+    rgba16 = rng.integers(0, 65536, size=(40, 36, 4), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "a16.png"), rgba16[..., [2, 1, 0, 3]])
+    alpha = rgba16[..., 3:] / 65535
+    ref = rgba16[..., :3] / 65535 * alpha + (1 - alpha)  # composited on white, in 16 bits
+    np.testing.assert_allclose(_as_np(load_image(tmp_path / "a16.png")), ref, atol=1e-6)
     g16 = rng.integers(0, 65536, size=(40, 36), dtype=np.uint16)
     cv2.imwrite(str(tmp_path / "g16.png"), g16)
     got = load_image(tmp_path / "g16.png")[0, 0].numpy()

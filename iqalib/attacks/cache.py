@@ -14,65 +14,33 @@ re-attacks an image whose PNG is missing or fails its sha256.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
-import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from ..images import atomic_write_bytes, save_image
 from ..paths import results_dir
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a reader sees the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, sort_keys=True, indent=1).encode())
 
 
-def png_bytes(x: Tensor) -> bytes:
-    """One image ``[3,H,W]`` in [0,1] as 8-bit RGB PNG bytes (rounded to the 1/255 grid)."""
-    import io
-
-    from PIL import Image
-
-    arr = (x.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr), mode="RGB").save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def read_png(path: Path) -> Tensor:
-    """An 8-bit RGB PNG as ``[3,H,W]`` float32 in [0,1]."""
-    from PIL import Image
+    """An 8-bit RGB PNG as ``[3,H,W]`` float32 in [0,1] (``iqalib.images.load_image``)."""
+    from ..images import load_image
 
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(255)
+    return load_image(path)[0]
 
 
 def safe_name(image_id: str) -> str:
@@ -170,14 +138,13 @@ class AttackCache:
                 torch.cuda.synchronize(x_adv.device)
             per_image = (time.perf_counter() - t0) / len(chunk)
             for image_id, img in zip(chunk, x_adv):
-                data = png_bytes(img)
-                # PNG first, record second: a record always points at a complete PNG
-                atomic_write_bytes(self.path(key, image_id), data)
+                # PNG first (atomic, lossless: round(x * 255)), record second: a record always
+                # points at a complete PNG
+                png = save_image(img, self.path(key, image_id))
                 atomic_write_json(folder / f"{safe_name(image_id)}.json", {
                     "image_id": image_id, "source_image_id": image_id, "dataset": ds_name,
-                    "file": self.path(key, image_id).name,
-                    "sha256": hashlib.sha256(data).hexdigest(), "time_attack_s": per_image,
-                    "shape": list(img.shape)})
+                    "file": png.name, "sha256": hashlib.sha256(png.read_bytes()).hexdigest(),
+                    "time_attack_s": per_image, "shape": list(img.shape)})
         images = torch.stack([read_png(self.path(key, i)) for i in ids])
         if return_times:
             times = torch.tensor([float(self._record(key, i).get("time_attack_s", float("nan")))
@@ -186,5 +153,11 @@ class AttackCache:
         return images
 
 
-__all__ = ["AttackCache", "cache_key", "atomic_write_bytes", "atomic_write_json", "png_bytes",
-           "read_png", "safe_name"]
+__all__ = [
+    "AttackCache",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "cache_key",
+    "read_png",
+    "safe_name",
+]

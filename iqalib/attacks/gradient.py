@@ -13,7 +13,7 @@ until a pixel hits 0 or 1.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -18,8 +18,9 @@ applying the UAP with ``ids=`` refuses any image whose id is among them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -167,7 +168,7 @@ class UAP(Attack):
         return path
 
     @classmethod
-    def load(cls, path: str | Path, metric: IQAMetric, **kw) -> "UAP":
+    def load(cls, path: str | Path, metric: IQAMetric, **kw) -> UAP:
         return cls(metric, path=path, **kw)
 
     # -- training --------------------------------------------------------------
@@ -176,7 +177,7 @@ class UAP(Attack):
               ids: Sequence[str] | None = None, method: str = "uap", epochs: int | None = None,
               batch_size: int = 8, crop: int = 256, eps: float | None = None,
               lr: float | None = None, ngf: int = 64, seed: int = 0,
-              amplitude: float = 0.2) -> "UAP":
+              amplitude: float = 0.2) -> UAP:
         """Train a universal perturbation on ``images`` (the training split only).
 
         ``method``: ``"uap"`` (Adam on the perturbation, lr 0.001, eps 0.1, 5 epochs),
@@ -292,11 +293,16 @@ def _factory(method: str):
                     f"no trained {method} for metric {metric.name!r} at {path}: train one with "
                     f"UAP.train(metric, images, ids=..., method={method!r}).save(path), or pass "
                     "train_if_missing=True to train on the offline sample set")
-            from ..datasets import load_dataset  # the offline sample set
-
-            ds = load_dataset("samples")
-            images = [img for _, img in ds] if not torch.is_tensor(ds) else ds
-            ids = [i for i, _ in ds] if not torch.is_tensor(ds) else None
+            try:
+                from ..datasets import load_dataset  # the offline sample set
+            except ImportError as e:
+                raise FileNotFoundError(
+                    f"no trained {method} at {path} and no sample set to train one on "
+                    "(iqalib.datasets is missing): train with UAP.train(...).save(path)") from e
+            # expected: an iterable of (image_id, image [3,H,W]) pairs
+            pairs = list(load_dataset("samples"))
+            ids = [str(i) for i, _ in pairs]
+            images = [img for _, img in pairs]
             UAP.train(metric, images, ids=ids, method=method, seed=seed, **train_kw).save(path)
         uap = UAP(metric, path=path, amplitude=amplitude, seed=seed)
         if uap.name != method:

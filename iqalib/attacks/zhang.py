@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -75,7 +75,7 @@ def _load_state(module: nn.Module, path: Path) -> None:
         state = state["params"]
     state = {k.removeprefix("module."): v for k, v in state.items()}
     # the files hold only the learned heads; the backbone comes from torchvision
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    _, unexpected = module.load_state_dict(state, strict=False)
     if unexpected:
         raise MissingWeightsError(f"{path} does not look like the expected checkpoint "
                                   f"(unexpected keys {unexpected[:3]}); re-fetch it with "

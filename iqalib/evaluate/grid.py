@@ -35,9 +35,10 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -85,7 +86,7 @@ class TensorImages:
     def batch(self, ids: Sequence[str]) -> torch.Tensor:
         return self.images[[self._index[str(i)] for i in ids]].clone()
 
-    def subset(self, ids: Sequence[str]) -> "TensorImages":
+    def subset(self, ids: Sequence[str]) -> TensorImages:
         return TensorImages(self.batch(ids), ids, self.name)
 
 
@@ -124,7 +125,7 @@ class Component:
     payload: bytes | None = field(default=None, repr=False)
 
     @classmethod
-    def of(cls, kind: str, item: Any) -> "Component":
+    def of(cls, kind: str, item: Any) -> Component:
         if isinstance(item, Component):
             return item
         if isinstance(item, str):
@@ -150,8 +151,10 @@ class Identity:
     stochastic = False
     differentiable = True
     changes_size = False
-    hparams: dict = {}
     seed = 0
+
+    def __init__(self):
+        self.hparams: dict = {}
 
     def params_json(self) -> str:
         return "{}"
@@ -163,7 +166,7 @@ class Identity:
         return x
 
 
-_BUILT: "collections.OrderedDict[tuple, Any]" = collections.OrderedDict()
+_BUILT: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
 _BUILT_MAX = 4  # a few metrics / defenses per worker process; big networks are evicted
 
 
@@ -382,7 +385,7 @@ def run_unit(unit: Unit, strict: bool = False) -> dict:
                 "ssim": measures.ssim(p_adv_m, x).numpy(), "time_attack_s": t_adv.numpy(),
                 "time_defense_s": t_def,
             }))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if strict:
                 raise
             failures.append([dc.label, _describe(exc)])
@@ -625,5 +628,18 @@ def cli(argv: list[str] | None = None) -> int:
     return 0  # what was skipped went to stderr already
 
 
-__all__ = ["run_grid", "plan_units", "run_unit", "load_results", "Unit", "Component",
-           "TensorImages", "DatasetRef", "Identity", "COLUMNS", "ROW_KEY", "cli", "git_sha"]
+__all__ = [
+    "COLUMNS",
+    "ROW_KEY",
+    "Component",
+    "DatasetRef",
+    "Identity",
+    "TensorImages",
+    "Unit",
+    "cli",
+    "git_sha",
+    "load_results",
+    "plan_units",
+    "run_grid",
+    "run_unit",
+]

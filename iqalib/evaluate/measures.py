@@ -29,7 +29,7 @@ Image measures take batches ``[B,3,H,W]`` in [0,1] and return ``[B]`` (float64, 
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -210,7 +210,18 @@ def q_score(ssim_value, psnr_value):
 
 
 __all__ = [
-    "PSNR_CAP", "ROBUSTNESS_EPS", "gain", "abs_gain_norm", "srocc", "plcc", "minmax_scale",
-    "robustness_score", "clean_cost", "psnr", "ssim", "q_score", "match_size",
+    "PSNR_CAP",
+    "ROBUSTNESS_EPS",
+    "abs_gain_norm",
+    "clean_cost",
+    "gain",
+    "match_size",
+    "minmax_scale",
+    "plcc",
+    "psnr",
+    "q_score",
+    "robustness_score",
+    "srocc",
+    "ssim",
 ]
 

@@ -156,5 +156,12 @@ def cli(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["add_measures", "summary", "paper_table", "pivot", "clean_cost_table", "cli",
-           "PAPER_COLUMNS"]
+__all__ = [
+    "PAPER_COLUMNS",
+    "add_measures",
+    "clean_cost_table",
+    "cli",
+    "paper_table",
+    "pivot",
+    "summary",
+]

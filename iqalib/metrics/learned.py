@@ -395,7 +395,9 @@ def build_dataset(model: LearnedIQA, *, sources: list[str], n_crops: int, n_pair
 def _predict(model: LearnedIQA, ds: dict[str, Any], batch: int = 128) -> Tensor:
     model.eval()
     with torch.no_grad():
-        return torch.cat([model.regress(ds["frozen"][i:i + batch], ds["h14"][i:i + batch])
+        dev = model.device
+        return torch.cat([model.regress(ds["frozen"][i:i + batch].to(dev),
+                                        ds["h14"][i:i + batch].to(dev)).cpu()
                           for i in range(0, len(ds["label"]), batch)])
 
 
