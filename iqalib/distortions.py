@@ -29,7 +29,7 @@ LEVELS: dict[str, tuple[float, ...]] = {
     "jpeg": (60, 35, 20, 10, 5),                         # PIL JPEG quality
     "contrast": (0.8, 0.65, 0.5, 0.35, 0.22),           # contrast factor (1 = unchanged)
     "saturation": (0.6, 0.4, 0.2, 0.08, 0.0),           # saturation factor (0 = greyscale)
-    "pixelate": (1.5, 2.0, 3.0, 4.0, 6.0),              # down-sampling factor (box down, nearest up)
+    "pixelate": (2.0, 3.0, 4.0, 6.0, 8.0),              # down-sampling factor (box down, nearest up)
     "brightness": (0.85, 0.72, 0.6, 0.48, 0.36),        # brightness factor (darkening)
 }
 

@@ -14,6 +14,16 @@ OFFLINE = ["ifgsm", "mifgsm", "amifgsm", "korhonen", "madc", "ssah", "zhang-ssim
 LINF = {"ifgsm": 10 / 255, "mifgsm": 10 / 255, "amifgsm": 10 / 255}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # these small ops run slower on two contended threads than on one (measured 20x in
+    # CPU time for the SSIM convolutions); restore the suite's setting afterwards
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _score(metric, x):
     with torch.no_grad():
         return metric(x)
@@ -254,3 +264,14 @@ def test_torchvision_checkpoints_points_hub_at_catalogue(tmp_path, monkeypatch):
         assert torch.hub.get_dir() == str(tmp_path / "cache" / "torch-hub")
         assert link.read_bytes() == b"weights"
     assert torch.hub.get_dir() == before
+
+
+def test_ssim_distance_matches_kornia(photos64):
+    import kornia
+
+    from iqalib.attacks.zhang import ssim_distance
+
+    g = torch.Generator().manual_seed(1)
+    noisy = (photos64 + 0.1 * torch.randn(photos64.shape, generator=g)).clamp(0, 1)
+    ref = kornia.metrics.ssim(noisy, photos64, 11, padding="valid").mean(dim=(1, 2, 3))
+    torch.testing.assert_close(1 - ssim_distance(noisy, photos64), ref, atol=1e-5, rtol=0)

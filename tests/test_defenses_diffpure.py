@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from iqalib.defenses import diffpure as dp
 from iqalib.defenses.base import Compose
 from iqalib.defenses.diffpure import DenoiserPrior, DiffPure, Prior, UNetPrior
 from iqalib.defenses.ffdnet import load_ffdnet
@@ -41,8 +40,8 @@ def test_registry_presets_and_t_star():
     assert DiffPure(prior="ffdnet").t == 5  # the MSU group's default
     d = DiffPure(t_star=0.1, prior="ffdnet")
     assert d.t == 100 and d.t_star == pytest.approx(0.1)
-    for bad in (dict(t=0), dict(t=1001), dict(t=5, t_star=0.1), dict(t=2.5), dict(sampler="euler"),
-                dict(grad="pgd"), dict(steps=9, t=5), dict(variance="learned_range")):
+    for bad in ({"t": 0}, {"t": 1001}, {"t": 5, "t_star": 0.1}, {"t": 2.5}, {"sampler": "euler"},
+                {"grad": "pgd"}, {"steps": 9, "t": 5}, {"variance": "learned_range"}):
         with pytest.raises(ValueError):
             DiffPure(prior="ffdnet", **bad)
 
@@ -61,26 +60,25 @@ def test_auto_prior_follows_the_guided_weights(monkeypatch):
         DiffPure(prior="dncnn")
 
 
-def test_missing_guided_weights_name_the_make_target(monkeypatch):
-    import iqalib.defenses.guided_unet as gu
+def test_missing_guided_weights_name_the_make_target(monkeypatch, tmp_path):
+    """With an empty weights folder: auto picks FFDNet, and asking for the UNet says what to run."""
     from iqalib.errors import MissingWeightsError
 
-    def missing():
-        raise MissingWeightsError("checkpoint absent: run `make weights WEIGHTS=guided-diffusion-256-uncond`")
-
-    monkeypatch.setattr(gu, "guided_weights_path", missing)
+    monkeypatch.setenv("IQALIB_WEIGHTS", str(tmp_path))
+    assert DiffPure().prior == "ffdnet"
     d = DiffPure(prior="guided")
     with pytest.raises(MissingWeightsError, match="make weights WEIGHTS=guided-diffusion-256-uncond"):
         d(torch.rand(1, 3, 8, 8))
 
 
 def test_diffpure_unsharp_is_compose(photos64):
-    d = DEFENSES.create("diffpure-unsharp:t10", prior="ffdnet", size=None, seed=3)
+    d = DEFENSES.create("diffpure-unsharp:t10", prior="ffdnet", size=None, seed=3, steps=3)
     assert isinstance(d, Compose) and [p.name for p in d.defenses] == ["diffpure", "unsharp"]
     assert d.stochastic and not d.differentiable
-    x = photos64[:1, :, :32, :32]
-    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
-    expected = DEFENSES.create("unsharp")(DiffPure(t=10, prior="ffdnet", size=None)(x, generator=g()))
+    x = photos64[:1, :, :24, :24]
+    g = lambda: torch.Generator().manual_seed(3)
+    expected = DEFENSES.create("unsharp")(
+        DiffPure(t=10, steps=3, prior="ffdnet", size=None)(x, generator=g()))
     torch.testing.assert_close(d(x), expected)
 
 
@@ -98,9 +96,13 @@ def test_partial_trajectory_visits_t_minus_1_to_0(sampler, photos64):
 
 def test_respaced_trajectories():
     d = DiffPure(t=50, steps=10, sampler="ddim", prior=SpyPrior())
-    assert d.timesteps == list(range(45, -1, -5)) and d.nfe == 10
+    assert d.timesteps == list(range(49, -1, -5)) and d.nfe == 10
     d = DiffPure(t=50, steps=10, sampler="ddpm", prior=SpyPrior())
     assert d.timesteps[0] == 49 and d.timesteps[-1] == 0 and d.nfe == 10
+    spy = SpyPrior(x0=torch.zeros(1, 3, 8, 8))
+    out = DiffPure(t=50, steps=10, sampler="ddim", prior=spy, size=None)(torch.rand(1, 3, 8, 8))
+    assert [c[0] for c in spy.calls] == list(range(49, -1, -5))
+    torch.testing.assert_close(out, torch.full_like(out, 0.5))  # the last step lands on x0
     with pytest.raises(ValueError, match="dividing 1000"):
         DiffPure(t=50, steps=7, sampler="ddim", prior=SpyPrior())
 
@@ -180,7 +182,7 @@ def test_exact_gradient_matches_finite_differences(photos64):
     x = photos64[:1, :, 20:36, 20:36].double() * 0.8 + 0.1  # away from the [0,1] clamp
     v = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     w = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    f = lambda z: (d(z, generator=torch.Generator().manual_seed(5)) * w).sum()  # noqa: E731
+    f = lambda z: (d(z, generator=torch.Generator().manual_seed(5)) * w).sum()
     xg = x.clone().requires_grad_(True)
     f(xg).backward()
     analytic = (xg.grad * v).sum().item()

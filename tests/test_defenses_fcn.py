@@ -73,7 +73,7 @@ def test_trainer_selects_best_epoch_and_is_deterministic(photos64):
 
     def run():
         g = torch.Generator().manual_seed(1)
-        atk = lambda x: fcn.random_colour_curves(x, strength=1.0, generator=g)  # noqa: E731
+        atk = lambda x: fcn.random_colour_curves(x, strength=1.0, generator=g)
         return fcn.train_fcn_filter(None, train, val, epochs=4, repeats=2, seed=3, attack=atk,
                                     crop=32, device="cpu")
 

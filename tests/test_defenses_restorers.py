@@ -64,7 +64,7 @@ def test_mprnet_keys_and_widths_match_official():
 
 
 def test_mprnet_odd_sizes_range_and_gradient(mprnet_random):
-    x = torch.rand(2, 3, 21, 27, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    x = torch.rand(2, 3, 13, 11, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     y = mprnet_random(x)
     assert y.shape == x.shape and float(y.detach().min()) >= 0 and float(y.detach().max()) <= 1
     # batched = one at a time (no cross-image leakage through padding or attention)
@@ -91,7 +91,7 @@ def test_mprnet_strict_load_roundtrip(monkeypatch, mprnet_random):
     # official files wrap in "state_dict" and may carry a DataParallel "module." prefix
     fake_catalogue(monkeypatch, {"mprnet-derain": {"state_dict": {"module." + k: v for k, v in src.items()}}})
     d = restorers.MPRNetDefense(task="derain", seed=123)  # other init: weights come from the file
-    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(1, 3, 13, 11, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(d(x), mprnet_random(x), atol=1e-6)
 
     broken = {k: v for k, v in src.items() if "tail" not in k}
@@ -137,8 +137,8 @@ def test_realesrgan_loads_interpolated_weights(monkeypatch):
     sd = d.net.state_dict()
     # first conv (weight, bias) + PReLU, 32 x (conv + PReLU), last conv: 3 + 96 + 2 keys
     assert len(sd) == 3 + 32 * 3 + 2 and sd["body.1.weight"].shape == (64,)
-    for k in a:
-        assert torch.allclose(sd[k], 0.2 * a[k] + 0.8 * b[k], atol=1e-6)
+    for k, va in a.items():
+        assert torch.allclose(sd[k], 0.2 * va + 0.8 * b[k], atol=1e-6)
     only = restorers.RealESRGANDefense(denoise_strength=1.0)
     assert all(torch.equal(only.net.state_dict()[k], a[k]) for k in a)
 
@@ -155,11 +155,11 @@ def test_srvgg_is_a_residual_over_nearest_upsampling():
 
 def test_realesrgan_random_shape_range_gradient():
     d = restorers.RealESRGANDefense(pretrained=False)
-    x = torch.rand(2, 3, 21, 30, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    x = torch.rand(2, 3, 11, 15, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     y = d(x)
     assert y.shape == x.shape and not d.changes_size
-    assert float(y.min()) >= 0 and float(y.max()) <= 1
+    assert float(y.detach().min()) >= 0 and float(y.detach().max()) <= 1
     y.sum().backward()
     assert x.grad.abs().sum() > 0
     d2 = restorers.RealESRGANDefense(pretrained=False, outscale=2)
-    assert d2.changes_size and d2(x.detach()).shape[-2:] == (42, 60)
+    assert d2.changes_size and d2(x.detach()).shape[-2:] == (22, 30)

@@ -9,8 +9,13 @@ import torch
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio
 
-from iqalib.defenses.ffdnet import (FFDNet, FFDNetDenoise, convert_shipped_state, load_ffdnet,
-                                    shipped_weights_path)
+from iqalib.defenses.ffdnet import (
+    FFDNet,
+    FFDNetDenoise,
+    convert_shipped_state,
+    load_ffdnet,
+    shipped_weights_path,
+)
 from iqalib.errors import MissingWeightsError
 from iqalib.registry import DEFENSES
 
@@ -60,7 +65,7 @@ def test_denoises_a_real_photo(net):
     noisy = x + 25 / 255 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         out = net(noisy, 25 / 255).clamp(0, 1)
-    to_np = lambda t: t[0].permute(1, 2, 0).numpy()  # noqa: E731
+    to_np = lambda t: t[0].permute(1, 2, 0).numpy()
     before = peak_signal_noise_ratio(img, to_np(noisy.clamp(0, 1)), data_range=1.0)
     after = peak_signal_noise_ratio(img, to_np(out), data_range=1.0)
     assert before < 21.5

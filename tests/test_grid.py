@@ -104,7 +104,7 @@ def test_failures_are_recorded_then_retried(tmp_path, toy_metric, photos64):
 
 
 def test_unknown_metric_is_skipped_not_fatal(tmp_path, toy_metric, photos64):
-    df = run_grid([toy_metric, "no-such-metric-zzz"], [toys.SignAttack], ["none"], photos64[:2],
+    df = run_grid([type(toy_metric), "no-such-metric-zzz"], [toys.SignAttack], ["none"], photos64[:2],
                   out=tmp_path / "out", cache=tmp_path / "adv", progress=False)
     assert set(df["metric"]) == {"toy-sharpness"} and len(df) == 2
     assert any(line.startswith("skipped: no-such-metric-zzz") for line in df.attrs["failures"])

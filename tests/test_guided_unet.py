@@ -16,8 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iqalib.defenses.guided_unet import (GuidedConfig, build_unet, convert_guided_diffusion,
-                                         load_guided_unet, unet_kwargs)
+from iqalib.defenses.guided_unet import (
+    GuidedConfig,
+    build_unet,
+    convert_guided_diffusion,
+    load_guided_unet,
+    unet_kwargs,
+)
 
 TINY = GuidedConfig(image_size=16, in_channels=3, model_channels=32, out_channels=6,
                     num_res_blocks=1, attention_resolutions=(8, 4), channel_mult=(1, 2, 2),

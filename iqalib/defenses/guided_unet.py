@@ -73,17 +73,17 @@ def unet_kwargs(cfg: GuidedConfig = GUIDED_256_UNCOND) -> dict:
     if any(c % 32 for c in channels):
         raise ValueError(f"ADM uses GroupNorm(32): channel widths must be multiples of 32, got {channels}")
     attn = cfg.attention_levels
-    return dict(
-        sample_size=cfg.image_size, in_channels=cfg.in_channels, out_channels=cfg.out_channels,
-        down_block_types=tuple("AttnDownBlock2D" if a else "ResnetDownsampleBlock2D" for a in attn),
-        up_block_types=tuple("AttnUpBlock2D" if a else "ResnetUpsampleBlock2D"
-                             for a in reversed(attn)),
-        block_out_channels=channels, layers_per_block=cfg.num_res_blocks,
-        attention_head_dim=cfg.num_head_channels, norm_num_groups=32, attn_norm_num_groups=32,
-        norm_eps=1e-5, resnet_time_scale_shift="scale_shift", downsample_type="resnet",
-        upsample_type="resnet", flip_sin_to_cos=True, freq_shift=0, act_fn="silu",
-        mid_block_scale_factor=1, dropout=0.0, add_attention=True,
-    )
+    return {
+        "sample_size": cfg.image_size, "in_channels": cfg.in_channels, "out_channels": cfg.out_channels,
+        "down_block_types": tuple("AttnDownBlock2D" if a else "ResnetDownsampleBlock2D" for a in attn),
+        "up_block_types": tuple("AttnUpBlock2D" if a else "ResnetUpsampleBlock2D"
+                                for a in reversed(attn)),
+        "block_out_channels": channels, "layers_per_block": cfg.num_res_blocks,
+        "attention_head_dim": cfg.num_head_channels, "norm_num_groups": 32, "attn_norm_num_groups": 32,
+        "norm_eps": 1e-5, "resnet_time_scale_shift": "scale_shift", "downsample_type": "resnet",
+        "upsample_type": "resnet", "flip_sin_to_cos": True, "freq_shift": 0, "act_fn": "silu",
+        "mid_block_scale_factor": 1, "dropout": 0.0, "add_attention": True,
+    }
 
 
 def build_unet(cfg: GuidedConfig = GUIDED_256_UNCOND, *, device=None):
@@ -269,6 +269,15 @@ def guided_weights_available() -> bool:
     return True
 
 
-__all__ = ["GuidedConfig", "GUIDED_256_UNCOND", "WEIGHTS_NAME", "unet_kwargs", "build_unet",
-           "split_qkv", "convert_guided_diffusion", "load_guided_unet", "guided_weights_path",
-           "guided_weights_available"]
+__all__ = [
+    "GUIDED_256_UNCOND",
+    "WEIGHTS_NAME",
+    "GuidedConfig",
+    "build_unet",
+    "convert_guided_diffusion",
+    "guided_weights_available",
+    "guided_weights_path",
+    "load_guided_unet",
+    "split_qkv",
+    "unet_kwargs",
+]

@@ -41,7 +41,7 @@ def load_weights(name: str) -> dict[str, Tensor]:
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
             break
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+    return {(k.removeprefix("module.")): v for k, v in state.items()}
 
 
 def _strict_load(net: nn.Module, state: dict, name: str) -> None:
@@ -66,7 +66,7 @@ class _NetworkDefense(Defense):
 
     net: nn.Module
 
-    def to(self, device) -> "_NetworkDefense":
+    def to(self, device) -> _NetworkDefense:
         super().to(device)
         self.net.to(self.device)
         return self

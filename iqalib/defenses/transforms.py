@@ -266,9 +266,9 @@ class Unsharp(Defense):
         return (x + self.amount * (x - blurred)).clamp(0, 1)
 
 
-__all__ = ["Identity", "Resize", "UpscaleNearest", "UpscaleBilinear", "UpscaleBicubic", "Flip",  # noqa: F822
-           "Rotate", "RandomCrop", "GaussianBlur", "Median", "Unsharp", "opencv_sigma"]
+__all__ = ["Flip", "GaussianBlur", "Identity", "Median", "RandomCrop", "Resize", "Rotate",  # noqa: F822
+           "Unsharp", "UpscaleBicubic", "UpscaleBilinear", "UpscaleNearest", "opencv_sigma"]
 
 # JPEG lives in its own module; importing it here registers "jpeg" and "jpeg-diff" with the
 # other transforms without touching the package's import list.
-from . import jpeg as _jpeg  # noqa: E402,F401
+from . import jpeg as _jpeg  # noqa: F401

@@ -166,19 +166,29 @@ class Identity:
         return x
 
 
-_BUILT: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
-_BUILT_MAX = 4  # a few metrics / defenses per worker process; big networks are evicted
+#: per worker process, the last few metrics and purifiers built (units are ordered metric-major,
+#: so a metric is built once per process; purifier networks such as DiffPure load once, not per
+#: unit)
+_BUILT: dict[str, collections.OrderedDict] = {"metric": collections.OrderedDict(),
+                                               "defense": collections.OrderedDict()}
+_BUILT_MAX = {"metric": 2, "defense": 24}
 
 
 def _cached(key: tuple, make):
-    if key in _BUILT:
-        _BUILT.move_to_end(key)
-        return _BUILT[key]
+    store, limit = _BUILT[key[0]], _BUILT_MAX[key[0]]
+    if key in store:
+        store.move_to_end(key)
+        return store[key]
     obj = make()
-    _BUILT[key] = obj
-    while len(_BUILT) > _BUILT_MAX:
-        _BUILT.popitem(last=False)
+    store[key] = obj
+    while len(store) > limit:
+        store.popitem(last=False)
     return obj
+
+
+def _payload_id(c: Component) -> str:
+    # two objects of one class may differ (weights, settings): never reuse one for the other
+    return hashlib.sha1(c.payload).hexdigest() if c.payload is not None else ""
 
 
 def _unpickle(c: Component):
@@ -194,9 +204,11 @@ def build_metric(c: Component, device: torch.device):
 
             return load_metric(c.spec, device=str(device))
         m = _unpickle(c)
+        if isinstance(m, type):  # a metric class: build it here, on the worker
+            m = m()
         return m.to(device).eval() if hasattr(m, "to") else m
 
-    return _cached(("metric", c.ident, str(device)), make)
+    return _cached(("metric", c.ident, _payload_id(c), str(device)), make)
 
 
 def build_attack(c: Component, metric, seed: int):
@@ -227,7 +239,7 @@ def build_defense(c: Component, device: torch.device, seed: int):
         d = _unpickle(c)
         return d.to(device) if hasattr(d, "to") else d
 
-    d = _cached(("defense", c.ident, str(device)), make)
+    d = _cached(("defense", c.ident, _payload_id(c), str(device)), make)
     if hasattr(d, "seed"):
         d.seed = seed  # stochastic purifiers draw from a generator seeded with the run's seed
     return d

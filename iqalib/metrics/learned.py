@@ -26,7 +26,7 @@ attacks can push it outside (0, 100).
 Training data (:func:`build_dataset`): 14 photos that installed packages ship (scikit-image,
 scikit-learn, matplotlib, pyiqa's ``ResultsCalibra/ref_dir``), random 224 crops, six
 distortions of :mod:`iqalib.distortions` at levels 1..5 plus the pristine crop. Labels are
-pseudo-MOS from full-reference metrics that run offline in pyiqa (FSIMc, VSI, GMSD against the
+pseudo-MOS from full-reference metrics that run offline in pyiqa (VSI and GMSD against the
 pristine crop), each mapped linearly to [0, 1] and averaged, times 100. Four whole source
 photos (:data:`HELD_OUT`) never reach training; SROCC / PLCC are measured on them.
 """
@@ -190,6 +190,8 @@ class LearnedIQA(IQAMetric):
         if weights is not None:
             path = resolve_weights(weights, train_if_missing=train_if_missing)
             self.load_trained(path)
+        # a metric is a fixed function: attacks take gradients w.r.t. the image only
+        self.requires_grad_(False)
         self.eval()
 
     # -- trainable parts ----------------------------------------------------------
@@ -312,24 +314,26 @@ def _make_learned(**kwargs: Any) -> LearnedIQA:
 
 
 # --------------------------------------------------------------------------- data
-_FR_NAMES = ("fsim", "vsi", "gmsd")
+_FR_NAMES = ("vsi", "gmsd")
 # linear maps of each FR score to [0, 1] quality: (value at 0, value at 1); chosen so the
 # level-5 distortions land near 0 and the pristine crop at 1 (see tests for the spread)
-_FR_MAP = {"fsim": (0.6, 1.0), "vsi": (0.8, 1.0), "gmsd": (0.2, 0.0)}
+_FR_MAP = {"fsim": (0.6, 1.0), "vsi": (0.8, 1.0), "gmsd": (0.2, 0.0)}  # fsim: optional, slow
 
 
 class PseudoMOS:
     """Pseudo-MOS in 0..100 from full-reference metrics that run offline in pyiqa.
 
-    The mean of FSIMc (Zhang et al. 2011), VSI (Zhang et al. 2014) and GMSD (Xue et al. 2014),
-    each mapped linearly to [0, 1] by :data:`_FR_MAP` and clipped, times 100. FSIMc and VSI
-    see colour, so desaturation is penalised (mildly, as in the subjective databases).
+    The mean of VSI (Zhang et al. 2014) and GMSD (Xue et al. 2014), each mapped linearly to
+    [0, 1] by :data:`_FR_MAP` and clipped, times 100. VSI sees colour, so desaturation is
+    penalised (mildly, as in the subjective databases). FSIMc (Zhang et al. 2011) agrees with
+    them but costs more CPU than the whole backbone, so it is left out by default
+    (``PseudoMOS(names=("fsim", "vsi", "gmsd"))`` adds it).
     """
 
-    def __init__(self, device: str | torch.device = "cpu"):
+    def __init__(self, device: str | torch.device = "cpu", names: tuple[str, ...] = _FR_NAMES):
         import pyiqa
 
-        self.metrics = {n: pyiqa.create_metric(n, device=str(device)) for n in _FR_NAMES}
+        self.metrics = {n: pyiqa.create_metric(n, device=str(device)) for n in names}
 
     @torch.no_grad()
     def __call__(self, dist: Tensor, ref: Tensor) -> Tensor:
@@ -411,17 +415,29 @@ def evaluate(model: LearnedIQA, ds: dict[str, Any]) -> dict[str, float]:
             "rmse": float(np.sqrt(np.mean((pred - lab) ** 2)))}
 
 
-def train_learned_metric(*, seed: int = 0, epochs: int = 30, n_crops: int = 8,
-                         n_pairs: int = 12, n_test_crops: int = 3, lr: float = 1e-3,
+def build_training_data(model: LearnedIQA, *, seed: int = 0, n_crops: int = 6, n_pairs: int = 12,
+                        n_test_crops: int = 2, progress: bool = True) -> tuple[dict, dict]:
+    """The cached training set (photos outside :data:`HELD_OUT`) and held-out test set."""
+    train_src = [s for s in SOURCES if s not in HELD_OUT]
+    train = build_dataset(model, sources=train_src, n_crops=n_crops, n_pairs=n_pairs, seed=seed,
+                          progress=progress, desc="training crops")
+    test = build_dataset(model, sources=list(HELD_OUT), n_crops=n_test_crops, n_pairs=None,
+                         seed=seed + 1, progress=progress, desc="held-out crops")
+    return train, test
+
+
+def train_learned_metric(*, seed: int = 0, epochs: int = 20, n_crops: int = 6,
+                         n_pairs: int = 12, n_test_crops: int = 2, lr: float = 1e-3,
                          tune_lr: float = 2e-4, batch_size: int = 64, out: str | Path | None = None,
                          progress: bool = True, device: str = "cpu",
-                         return_model: bool = False) -> dict[str, Any]:
+                         return_model: bool = False,
+                         data: tuple[dict, dict] | None = None) -> dict[str, Any]:
     """Train ``effnet-iqa`` from scratch offline; return held-out metrics (and save the head).
 
-    Defaults (the shipped asset): seed 0; 8 random 224 crops per training photo, each with its
-    pristine version + 12 random (distortion, level) pairs; 3 crops per held-out photo with all
+    Defaults (the shipped asset): seed 0; 6 random 224 crops per training photo, each with its
+    pristine version + 12 random (distortion, level) pairs; 2 crops per held-out photo with all
     30 pairs + pristine; AdamW (lr 1e-3 for the MLP, 2e-4 for the fine-tuned block 15 + head
-    conv, weight decay 1e-4), 30 epochs, batch 64, MSE on label/100, cosine schedule.
+    conv, weight decay 1e-4), 20 epochs, batch 64, MSE on label/100, cosine schedule.
     Deterministic under ``seed`` on a given machine. ``out``: where to save the state dict
     (float16, loaded with ``weights_only=True``); ``None`` saves nothing.
 
@@ -436,11 +452,10 @@ def train_learned_metric(*, seed: int = 0, epochs: int = 30, n_crops: int = 8,
     dev = resolve_device(device)
     seed_everything(seed)
     model = LearnedIQA(weights=None).to(dev)
-    train_src = [s for s in SOURCES if s not in HELD_OUT]
-    train = build_dataset(model, sources=train_src, n_crops=n_crops, n_pairs=n_pairs, seed=seed,
-                          progress=progress, desc="training crops")
-    test = build_dataset(model, sources=list(HELD_OUT), n_crops=n_test_crops, n_pairs=None,
-                         seed=seed + 1, progress=progress, desc="held-out crops")
+    if data is None:
+        data = build_training_data(model, seed=seed, n_crops=n_crops, n_pairs=n_pairs,
+                                   n_test_crops=n_test_crops, progress=progress)
+    train, test = data
 
     # standardise the features with the training set's statistics (frozen part exact,
     # tuned part at its ImageNet initialisation)
@@ -457,7 +472,7 @@ def train_learned_metric(*, seed: int = 0, epochs: int = 30, n_crops: int = 8,
         if isinstance(m, nn.Linear):
             m.reset_parameters()
     tuned = [p for k, m in model.tuned_modules().items() if k != "head" for p in m.parameters()]
-    for p in tuned:
+    for p in [*tuned, *model.head.parameters()]:
         p.requires_grad_(True)
     opt = torch.optim.AdamW([{"params": model.head.parameters(), "lr": lr},
                              {"params": tuned, "lr": tune_lr}], weight_decay=1e-4)
@@ -482,8 +497,7 @@ def train_learned_metric(*, seed: int = 0, epochs: int = 30, n_crops: int = 8,
             sched.step()
             total += float(loss) * len(idx)
         bar.set_postfix(mse=f"{total / n:.4f}")
-    for p in tuned:
-        p.requires_grad_(False)
+    model.requires_grad_(False)
     model.eval()
 
     # evaluate what is shipped: the float16 round trip of the trained tensors
