@@ -212,3 +212,15 @@ def test_unet_prior_with_learned_variance():
     # the fixed-variance path reads only the eps channels and differs from the learned one
     fixed = DiffPure(t=4, prior=prior, size=16, variance="fixed_small")(x)
     assert (fixed - out).abs().max() > 1e-4
+
+
+def test_checkpointed_exact_gradient_is_the_same(photos64):
+    x = photos64[:1, :, :24, :24]
+    grads = []
+    for ckpt in (False, True):
+        d = DiffPure(t=3, prior="ffdnet", size=None, grad="exact", checkpoint=ckpt)
+        xg = x.clone().requires_grad_(True)
+        d(xg).square().sum().backward()
+        grads.append(xg.grad)
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)

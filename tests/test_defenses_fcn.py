@@ -113,7 +113,7 @@ def test_save_and_reload(tmp_path, photos64):
     assert torch.equal(back(photos64), d(photos64))
 
 
-def test_shipped_weights_load_and_restore_colour_attacks(photos128):
+def test_shipped_weights_load(photos128):
     path = assets_dir() / fcn.DEFAULT_ASSET
     assert path.is_file(), "iqalib/assets/fcn_filter.pt must ship with the package"
     ckpt = torch.load(path, weights_only=True)  # plain tensors and primitives only

@@ -63,6 +63,7 @@ def test_mprnet_keys_and_widths_match_official():
     assert build_mprnet("derain").state_dict()["tail.weight"].shape == (3, 56, 3, 3)
 
 
+@pytest.mark.slow  # about 2 s alone, 10-30 s on a loaded 2-core machine (a backward through MPRNet)
 def test_mprnet_odd_sizes_range_and_gradient(mprnet_random):
     x = torch.rand(2, 3, 13, 11, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     y = mprnet_random(x)

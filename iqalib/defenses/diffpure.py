@@ -33,7 +33,9 @@ guided-diffusion's ``clip_denoised=True`` does.
 
 Gradients: ``grad="bpda"`` (default) runs without autograd and marks the purifier
 non-differentiable, so adaptive attacks use BPDA (straight-through); ``grad="exact"``
-backpropagates through every sampler step and network call (memory grows with ``t``).
+backpropagates through every sampler step and network call (memory grows with ``t``;
+``checkpoint=True`` recomputes each network call in the backward pass instead of storing its
+activations: the same gradient, less memory, one more network call per step).
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor, nn
@@ -195,7 +198,8 @@ class DiffPure(Defense):
     (guided-diffusion UNet when its weights are present, else the offline FFDNet prior),
     ``variance="auto"`` (learned range for the guided UNet, fixed small posterior variance
     otherwise), ``size=256`` (bilinear resize to 256x256 and back, as the study; ``None``
-    purifies at the input size, fine for the size-agnostic FFDNet prior), ``grad="bpda"``.
+    purifies at the input size, fine for the size-agnostic FFDNet prior), ``grad="bpda"``
+    (``"exact"``: differentiate through the sampler; ``checkpoint=True`` saves its memory).
     Stochastic: seeded by ``seed`` or the ``generator`` passed to ``__call__``.
     """
 
@@ -206,7 +210,7 @@ class DiffPure(Defense):
     def __init__(self, *, t: int | None = None, t_star: float | None = None,
                  prior: str | Prior = "auto", sampler: str = "ddpm", steps: int | None = None,
                  eta: float = 0.0, variance: str = "auto", size: int | None = 256,
-                 grad: str = "bpda", seed: int = 0):
+                 grad: str = "bpda", checkpoint: bool = False, seed: int = 0):
         if t is not None and t_star is not None:
             raise ValueError("give either t (an int, 1..1000) or t_star (= t/1000), not both")
         if t_star is not None:
@@ -247,7 +251,8 @@ class DiffPure(Defense):
                              f"(the guided UNet); prior {prior_name!r} has none")
         super().__init__(seed=seed, t=int(t), prior=prior_name, sampler=sampler, steps=steps,
                          eta=float(eta), variance=variance,
-                         size=None if size is None else int(size), grad=grad)
+                         size=None if size is None else int(size), grad=grad,
+                         checkpoint=bool(checkpoint))
         self.differentiable = grad == "exact"
         self.timesteps = reverse_timesteps(sampler, self.t, steps)
         self.nfe = len(self.timesteps)  # network evaluations per purification
@@ -316,7 +321,12 @@ class DiffPure(Defense):
         channels = x_t.shape[1]
         for ts in sched.timesteps:
             step_t = int(ts)
-            out = prior(x_t, step_t, sched.alphas_cumprod[step_t])
+            abar = sched.alphas_cumprod[step_t]
+            if self.checkpoint and torch.is_grad_enabled() and x_t.requires_grad:
+                # the prior is deterministic, so recomputing it in backward gives the same graph
+                out = torch.utils.checkpoint.checkpoint(prior, x_t, step_t, abar, use_reentrant=False)
+            else:
+                out = prior(x_t, step_t, abar)
             if self.sampler == "ddpm":
                 if self.variance != "learned_range":
                     out = out[:, :channels]  # a learned variance is unused with a fixed one

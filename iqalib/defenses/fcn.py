@@ -71,7 +71,12 @@ def load_fcn_state(path: str | Path) -> tuple[dict, dict]:
 
 @DEFENSES.register("fcn-filter", aliases=["fcn", "conv-filter"], tags=("trained", "network"))
 class FCNFilterDefense(Defense):
-    """The trained FCN filter as a purifier (arXiv 2404.06957); best against AdvCF.
+    """The trained FCN filter as a purifier (arXiv 2404.06957; the paper's best against AdvCF).
+
+    The shipped weights are a CPU-budget filter (AdvCF on BRISQUE, 24 crops of 6 offline
+    photos, 60 epochs; ``self.meta`` holds the details): on held-out photos it does *not*
+    beat the attacked input (SSIM 0.50 vs 0.84). Retrain on a real data set (notebook 06,
+    paper profile) before drawing conclusions about the method.
 
     Keywords: ``weights`` (path of a checkpoint; default the shipped
     ``iqalib/assets/fcn_filter.pt``), ``pretrained`` (False: random init, for tests).
