@@ -13,7 +13,7 @@ spaced steps per type. Random distortions take a ``seed`` and are deterministic 
 from __future__ import annotations
 
 import io
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

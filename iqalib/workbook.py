@@ -6,8 +6,8 @@ so the notebooks stay short and agree with each other:
 - ``smoke``: CI; every notebook end to end in well under a minute on a 2-core CPU
   (2 sample images, the offline learned metric, two attacks, a handful of purifiers).
 - ``quick``: the CPU default of ``make reproduce``: 8 sample images, the offline metrics
-  ``effnet-iqa`` (every attack) and ``brisque`` (only I-FGSM: its gradient costs about 1.2 s per
-  299 px image per step on a 2-core CPU), every attack and purifier that runs offline.
+  ``effnet-iqa`` (every attack) and ``brisque`` (only I-FGSM and AdvCF: its gradient is slow
+  on a CPU), every attack and purifier that runs offline.
 - ``paper``: the study's setting (Gushchin et al., "Adversarial purification for no-reference
   image-quality metrics", arXiv 2404.06957): the NIPS 2017 development set (1000 images, ``make
   data``), the metrics Linearity, MetaIQA and SPAQ (``make weights``), all ten attacks and all
@@ -57,36 +57,41 @@ _OFFLINE_ATTACKS = [a for a in PAPER_ATTACKS if a not in NEEDS_WEIGHTS_ATTACKS]
 
 _PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {
-        "dataset": "samples", "n_images": 2,
+        # 128 px crops: a gradient step of the learned metric costs ~5x less than at 299 px
+        "dataset": "samples", "n_images": 2, "size": 128,
         "metrics": ["effnet-iqa"],
         "attacks": {"effnet-iqa": ["ifgsm", "advcf"]},
         "purifiers": ["flip", "jpeg", "gaussian-blur", "resize", "median"],
         "adaptive": {"metric": "effnet-iqa", "attack": "ifgsm", "purifiers": ["flip", "jpeg"],
-                     "eot": 1, "n_images": 2, "from_results": False},
+                     "eot": 1, "n_images": 1, "from_results": False},
         "distortion_levels": [0, 1, 3, 5], "distortions": ["noise", "blur", "jpeg"],
+        # notebook 01: NIQE on 512x384 calibration images takes seconds each: BRISQUE only
+        "score_metrics": ["effnet-iqa", "brisque"], "calibration": ["brisque"],
         "compare": {"metric": "effnet-iqa", "attacks": ["ifgsm"],
                     "defenses": ["identity", "flip", "jpeg"]},
         "batch_size": 2,
     },
     "quick": {
-        "dataset": "samples", "n_images": 8,
+        "dataset": "samples", "n_images": 8, "size": None,
         "metrics": ["effnet-iqa", "brisque"],
-        # BRISQUE's gradient costs ~1.2 s per 299 px image per step on a 2-core CPU: one attack
-        # (the quickstart already ran it, so its attacked images come from the cache)
-        "attacks": {"effnet-iqa": list(PAPER_ATTACKS), "brisque": ["ifgsm"]},
+        # BRISQUE's gradient is slow on a CPU (about 0.2-1.2 s per 299 px image per step): two
+        # cheap, very different attacks (additive I-FGSM, which the quickstart already ran and
+        # cached, and the AdvCF colour filter)
+        "attacks": {"effnet-iqa": list(PAPER_ATTACKS), "brisque": ["ifgsm", "advcf"]},
         "purifiers": list(BASELINE_PURIFIERS),
         "adaptive": {"metric": "effnet-iqa", "attack": "ifgsm", "purifiers": None, "top_k": 3,
                      "fallback": ["flip", "jpeg", "random-crop"], "eot": 4, "n_images": 4,
                      "from_results": True},
         "distortion_levels": [0, 1, 2, 3, 4, 5],
         "distortions": ["noise", "blur", "jpeg", "contrast", "saturation", "pixelate"],
+        "score_metrics": ["effnet-iqa", "brisque", "niqe", "piqe"], "calibration": ["brisque", "niqe"],
         "compare": {"metric": "effnet-iqa", "attacks": ["ifgsm", "mifgsm", "advcf", "korhonen"],
                     "defenses": ["identity", "flip", "jpeg", "gaussian-blur", "median",
                                  "random-crop", "fcn-filter"]},
         "batch_size": 4,
     },
     "paper": {
-        "dataset": "nips17", "n_images": 1000,
+        "dataset": "nips17", "n_images": 1000, "size": None,
         "metrics": ["linearity", "metaiqa", "spaq"],
         "attacks": {m: list(PAPER_ATTACKS) for m in ("linearity", "metaiqa", "spaq")},
         "purifiers": list(BASELINE_PURIFIERS),
@@ -95,6 +100,8 @@ _PROFILES: dict[str, dict[str, Any]] = {
                      "n_images": 100, "from_results": True},
         "distortion_levels": [0, 1, 2, 3, 4, 5],
         "distortions": ["noise", "blur", "jpeg", "contrast", "saturation", "pixelate"],
+        "score_metrics": ["linearity", "metaiqa", "spaq", "effnet-iqa", "brisque", "niqe", "piqe"],
+        "calibration": ["brisque", "niqe"],
         "compare": {"metric": "metaiqa", "attacks": list(PAPER_ATTACKS),
                     "defenses": ["identity", *PAPER_PURIFIERS]},
         "batch_size": 8,
@@ -115,10 +122,12 @@ def _check_profile(profile: str) -> str:
 def settings(profile: str) -> dict[str, Any]:
     """What a profile runs (a fresh copy; change it freely in a notebook).
 
-    Keys: ``profile``, ``dataset`` ("samples" or "nips17"), ``n_images``, ``metrics``,
+    Keys: ``profile``, ``dataset`` ("samples" or "nips17"), ``n_images``, ``size`` (None: the
+    images' own size), ``metrics``,
     ``attacks`` (metric -> its attacks), ``all_attacks`` (their union, in the paper's order),
     ``purifiers`` (notebook 04's non-diffusion purifiers), ``paper_purifiers`` (the sixteen),
-    ``adaptive`` (notebook 09), ``distortions`` / ``distortion_levels`` (notebook 01),
+    ``adaptive`` (notebook 09), ``distortions`` / ``distortion_levels`` / ``score_metrics`` /
+    ``calibration`` (notebook 01),
     ``compare`` (notebook 10's app), ``batch_size``.
     """
     s = copy.deepcopy(_PROFILES[_check_profile(profile)])
@@ -132,11 +141,16 @@ def settings(profile: str) -> dict[str, Any]:
 def images(profile: str, n: int | None = None):
     """The profile's :class:`~iqalib.datasets.ImageSet`: the offline sample set (smoke, quick)
     or the NIPS 2017 development set (paper; ``make data`` fetches it). ``n`` defaults to the
-    profile's ``n_images``."""
+    profile's ``n_images``. A profile with a ``size`` (smoke: 128) gets resized, centre-cropped
+    images under the name ``"<dataset>@<size>"``, so that the attack cache and the results never
+    mix them up with the full-size images."""
     from .datasets import load_dataset
 
     s = settings(profile)
-    return load_dataset(s["dataset"], n=s["n_images"] if n is None else int(n))
+    imgs = load_dataset(s["dataset"], n=s["n_images"] if n is None else int(n), size=s["size"])
+    if s["size"]:
+        imgs.name = f"{s['dataset']}@{s['size']}"
+    return imgs
 
 
 def results_root(profile: str) -> Path:
@@ -334,13 +348,13 @@ def adaptive_comparison(metric, attack: str, purifiers: list[str], imgs, *, eot:
 
     import torch
 
-    from .api import load_attack, load_metric
+    from .api import load_attack
     from .attacks.adaptive import DefendedMetric, adaptive
     from .attacks.cache import AttackCache
     from .device import seed_everything
     from .evaluate import measures
 
-    m = load_metric(metric, device=device) if isinstance(metric, str) else metric
+    _, m = _metric(metric, device)
     ids = list(imgs.ids)
     x = imgs.batch(ids).float()
     cache = AttackCache(cache if cache is not None else paths.results_dir() / "adv")
@@ -374,10 +388,186 @@ def adaptive_comparison(metric, attack: str, purifiers: list[str], imgs, *, eot:
     return pd.DataFrame(rows)
 
 
+# --- notebook 01: data and metrics ------------------------------------------------------------
+def thumbnails(imgs, *, ncols: int = 6, max_images: int = 24, cell_inches: float = 1.8):
+    """A grid of the set's images titled by id (and licence when the manifest has one)."""
+    import matplotlib.pyplot as plt
+
+    from .viz import _hwc
+
+    ids = list(imgs.ids)[:max_images]
+    ncols = max(1, min(ncols, len(ids)))
+    nrows = -(-len(ids) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False,
+                             figsize=(cell_inches * ncols, cell_inches * nrows + 0.2))
+    man = getattr(imgs, "manifest", None)
+    lic = dict(zip(man["image_id"], man["licence"])) if man is not None and "licence" in man else {}
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), ids):
+        ax.imshow(_hwc(imgs.load(i)))
+        ax.set_title(i, fontsize=7)
+        if i in lic:
+            ax.text(0.5, -0.06, str(lic[i])[:28], transform=ax.transAxes, ha="center",
+                    va="top", fontsize=5)
+    fig.tight_layout()
+    return fig
+
+
+def _calibration_dir() -> Path:
+    import importlib.metadata
+
+    for f in importlib.metadata.files("pyiqa") or []:
+        if str(f).startswith("ResultsCalibra/dist_dir/"):
+            return Path(f.locate()).parent
+    raise FileNotFoundError("pyiqa's ResultsCalibra/ images are not installed (they ship in the "
+                            "pyiqa wheel: reinstall pyiqa)")
+
+
+def calibration(metrics=("brisque", "niqe"), *, device: str = "auto") -> pd.DataFrame:
+    """Our BRISQUE / NIQE (offline parameters) against pyiqa's published scores on pyiqa's
+    calibration images (:data:`iqalib.metrics.classical.PYIQA_PUBLISHED`), one image at a time
+    as pyiqa scores them."""
+    from .api import load_metric
+    from .images import load_image
+    from .metrics.classical import PYIQA_CALIBRATION_IMAGES, PYIQA_PUBLISHED
+
+    d = _calibration_dir()
+    rows = []
+    for name in metrics:
+        m = load_metric(name, device=device)
+        for img, ref in zip(PYIQA_CALIBRATION_IMAGES, PYIQA_PUBLISHED[name]):
+            ours = float(m.score(load_image(d / f"{img}.bmp"))[0])
+            rows.append({"metric": name, "image": img, "ours": ours, "pyiqa published": ref,
+                         "abs diff": abs(ours - ref)})
+    return pd.DataFrame(rows)
+
+
+def _metric(metric, device):
+    """A metric from its name, or the metric object itself."""
+    if isinstance(metric, str):
+        from .api import load_metric
+
+        return metric, load_metric(metric, device=device)
+    return metric.name, metric
+
+
+def metric_scores(metrics, imgs, *, device: str = "auto", batch_size: int = 4) -> pd.DataFrame:
+    """Image x metric scores of the clean images; ``metrics`` are names or metric objects (a
+    metric that cannot load is left out and named in ``attrs["skipped"]``; the lower-is-better
+    ones are listed in ``attrs["lower_better"]``)."""
+    from .errors import MissingWeightsError
+
+    x = imgs.batch(list(imgs.ids))
+    cols, skipped_, lower = {}, [], []
+    for metric in metrics:
+        try:
+            name, m = _metric(metric, device)
+        except (MissingWeightsError, FileNotFoundError) as exc:
+            skipped_.append(f"{metric}: {str(exc).splitlines()[0]}")
+            continue
+        cols[name] = m.score(x, batch_size=batch_size).numpy()
+        if m.lower_better:
+            lower.append(name)
+    out = pd.DataFrame(cols, index=pd.Index(list(imgs.ids), name="image_id"))
+    out.attrs["skipped"] = skipped_
+    out.attrs["lower_better"] = lower
+    return out
+
+
+def rank_agreement(scores: pd.DataFrame) -> pd.DataFrame:
+    """Spearman correlation between metrics across images, every metric oriented so that
+    higher = better (the columns in ``scores.attrs["lower_better"]`` are negated first, as
+    :func:`metric_scores` records them)."""
+    oriented = scores.copy()
+    for c in scores.attrs.get("lower_better", []):
+        if c in oriented:
+            oriented[c] = -oriented[c]
+    return oriented.corr(method="spearman")
+
+
+def distortion_response(metrics, imgs, *, distortions=("noise", "blur", "jpeg"),
+                        levels=(0, 1, 3, 5), device: str = "auto", seed: int = 0,
+                        batch_size: int = 4) -> pd.DataFrame:
+    """Metric scores of the images distorted by :func:`iqalib.distortions.distort` at each
+    level (0 = clean): one row per image x metric x distortion x level, with ``quality`` =
+    the score oriented so that higher = better and normalised by the metric's range.
+    ``metrics`` are names or metric objects."""
+    from .distortions import distort
+
+    x = imgs.batch(list(imgs.ids))
+    rows = []
+    for metric in metrics:
+        name, m = _metric(metric, device)
+        for kind in distortions:
+            for lv in levels:
+                s = m.score(distort(x, kind, int(lv), seed=seed), batch_size=batch_size).numpy()
+                q = m.sign * (s - m.score_range[0]) / m.range_width
+                rows += [{"metric": name, "distortion": kind, "level": int(lv), "image_id": i,
+                          "score": float(v), "quality": float(qq)}
+                         for i, v, qq in zip(imgs.ids, s, q)]
+    return pd.DataFrame(rows)
+
+
+# --- notebooks 03 / 08: images and fidelity ---------------------------------------------------
+def attacked_images(metric: str, attack: str, imgs, ids=None, *, seed: int = 0,
+                    device: str = "auto", batch_size: int = 4, cache=None):
+    """The attacked images the grid used (from its attack cache; attacked now if missing)."""
+    from .api import load_attack, load_metric
+    from .attacks.cache import AttackCache
+
+    m = load_metric(metric, device=device)
+    ids = list(imgs.ids) if ids is None else list(ids)
+    atk = load_attack(attack, m, seed=seed)
+    c = AttackCache(cache if cache is not None else paths.results_dir() / "adv")
+    return c.get_or_run(atk, metric, imgs, ids, seed, batch_size=batch_size)
+
+
+def clean_fidelity(purifiers, imgs, *, device: str = "auto", seed: int = 0,
+                   batch_size: int = 4) -> pd.DataFrame:
+    """PSNR / SSIM of ``purify(clean)`` against the clean image and seconds per image, per
+    purifier (a purifier that cannot load, e.g. missing weights, is named in
+    ``attrs["skipped"]``). Size-changing purifiers are resized back first
+    (:func:`iqalib.evaluate.measures.match_size`)."""
+    import time
+
+    import torch
+
+    from .api import load_defense
+    from .device import seed_everything
+    from .evaluate import measures
+
+    x = imgs.batch(list(imgs.ids)).float()
+    rows, skipped_ = [], []
+    for spec in purifiers:
+        try:
+            d = load_defense(spec, device=device)
+        except Exception as exc:  # noqa: BLE001 - reported, like the grid does
+            skipped_.append(f"{spec}: {str(exc).splitlines()[0]}")
+            continue
+        if hasattr(d, "seed"):
+            d.seed = seed
+        seed_everything(seed)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            y = torch.cat([d(x[i:i + batch_size]).float().cpu()
+                           for i in range(0, len(x), batch_size)])
+        dt = (time.perf_counter() - t0) / len(x)
+        y = measures.match_size(y, x)
+        p, s = measures.psnr(y, x).numpy(), measures.ssim(y, x).numpy()
+        rows += [{"purifier": spec, "image_id": i, "PSNR": float(a), "SSIM": float(b),
+                  "time_s": dt} for i, a, b in zip(imgs.ids, p, s)]
+    out = pd.DataFrame(rows, columns=["purifier", "image_id", "PSNR", "SSIM", "time_s"])
+    out.attrs["skipped"] = skipped_
+    return out
+
+
 __all__ = [
     "BASELINE_PURIFIERS", "DIFFUSION_PURIFIERS", "NEEDS_WEIGHTS_ATTACKS",
     "NEEDS_WEIGHTS_PURIFIERS", "PAPER_ATTACKS", "PAPER_FLIP_ROW", "PAPER_PURIFIERS", "PROFILES",
-    "UNIVERSAL_ATTACKS", "adaptive_comparison", "attack_effect", "best_purifiers", "collect",
+    "UNIVERSAL_ATTACKS", "adaptive_comparison", "attack_effect", "attacked_images",
+    "best_purifiers", "calibration", "clean_fidelity", "collect", "distortion_response",
+    "metric_scores", "rank_agreement", "thumbnails",
     "flip_comparison", "images", "metrics_table", "results_root", "run_folder", "save_table",
     "settings", "skipped", "tables_dir", "weights_table",
 ]

@@ -16,11 +16,9 @@ from iqalib.metrics.pyiqa_adapter import brisque, niqe
 
 # pyiqa's ResultsCalibra/ResultsCalibra.md ("ours imported" rows are pyiqa's own implementation),
 # columns I03, I04, I06, I08, I19 of the distorted images; also quoted in OFFLINE.md
-CALIB_IMAGES = ("I03", "I04", "I06", "I08", "I19")
-PUBLISHED = {
-    "brisque": (94.6452, -0.1082, 1.0759, 5.1423, 66.8381),
-    "niqe": (15.6538, 3.6549, 3.2342, 3.1921, 9.0722),
-}
+# (kept in iqalib.metrics.classical so the workbook shows the same reference)
+CALIB_IMAGES = classical.PYIQA_CALIBRATION_IMAGES
+PUBLISHED = classical.PYIQA_PUBLISHED
 
 
 @pytest.fixture(autouse=True)

@@ -115,11 +115,11 @@ def test_shipped_asset_loads_weights_only():
     assert path.exists(), "iqalib/assets/learned_iqa.pt is missing: run train_learned_metric()"
     assert path.stat().st_size < 5 * 2**20
     state = torch.load(path, map_location="cpu", weights_only=True)
-    assert {"feat_mean", "feat_std", "head.0.weight", "block._project_conv.weight"} <= set(state)
+    assert {"feat_mean", "feat_std", "head.1.weight", "block._project_conv.weight"} <= set(state)
     m = LearnedIQA(weights=None)
-    before = m.head[0].weight.clone()
+    before = m.head[1].weight.clone()
     m.load_trained(path)
-    assert not torch.equal(before, m.head[0].weight)
+    assert not torch.equal(before, m.head[1].weight)
 
 
 def test_registry_names(metric):
@@ -156,7 +156,7 @@ def test_heavier_distortion_scores_lower_on_heldout_photos(metric):
     """Not self-fulfilling: the held-out photos never reached training."""
     x = _heldout()
     for kind in ("blur", "noise", "jpeg"):
-        means = [float(metric.score(distort(x, kind, lv, seed=lv)).mean()) for lv in range(0, 6)]
+        means = [float(metric.score(distort(x, kind, lv, seed=lv)).mean()) for lv in range(6)]
         rho = spearmanr(range(6), means)[0]
         assert rho <= -0.9, (kind, means)
     clean = metric.score(x)
@@ -184,6 +184,7 @@ def test_ifgsm_moves_the_score_far(metric):
 def test_training_runs_and_saves(tmp_path):
     out = tmp_path / "head.pt"
     r = learned.train_learned_metric(seed=1, epochs=2, n_crops=1, n_pairs=3, n_test_crops=1,
+                                     n_extra_crops=1,
                                      out=out, progress=False)
     assert out.exists() and r["asset_bytes"] == out.stat().st_size
     assert r["n_test"] == len(learned.HELD_OUT) * 31

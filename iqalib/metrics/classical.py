@@ -154,3 +154,12 @@ def niqe_model_path() -> Path:
 
 #: pyiqa metric name -> function giving the offline parameter file
 OFFLINE_MODELS = {"brisque": brisque_model_path, "niqe": niqe_model_path}
+
+#: pyiqa's published scores for its calibration images (pyiqa's ResultsCalibra/ResultsCalibra.md,
+#: "ours imported" rows = pyiqa's own implementation; the distorted images ``dist_dir/<id>.bmp``
+#: that the pyiqa wheel installs); the reference our offline BRISQUE / NIQE must reproduce
+PYIQA_CALIBRATION_IMAGES = ("I03", "I04", "I06", "I08", "I19")
+PYIQA_PUBLISHED = {
+    "brisque": (94.6452, -0.1082, 1.0759, 5.1423, 66.8381),
+    "niqe": (15.6538, 3.6549, 3.2342, 3.1921, 9.0722),
+}
