@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -17,6 +18,14 @@ from .errors import UnknownNameError
 
 def _norm(name: str) -> str:
     return name.strip().lower().replace("_", "-").replace(" ", "-")
+
+
+def _first_sentence(doc: str | None) -> str:
+    """The docstring's first sentence (its first paragraph up to '. '), on one line."""
+    para = " ".join((doc or "").strip().split("\n\n")[0].split())
+    # "et al." and "e.g." end abbreviations, not sentences
+    m = re.search(r"(?<!\bal)(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)\.\s", para)
+    return para[:m.start() + 1] if m else para
 
 
 @dataclass
@@ -59,9 +68,8 @@ class Registry:
         key = _norm(name)
         if key in self._lookup:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
-        doc = (getattr(factory, "__doc__", None) or "").strip().splitlines()
         entry = Entry(key, factory, tuple(_norm(a) for a in aliases), dict(presets or {}),
-                      summary or (doc[0] if doc else ""), tuple(tags))
+                      summary or _first_sentence(getattr(factory, "__doc__", None)), tuple(tags))
         self._entries[key] = entry
         for k in (key, *entry.aliases):
             if k in self._lookup:

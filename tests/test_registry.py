@@ -55,3 +55,16 @@ def test_duplicate_registration_is_refused(reg):
         reg.add("jpeg", lambda: None)
     with pytest.raises(ValueError, match="already taken"):
         reg.add("other", lambda: None, aliases=["blur"])
+
+
+def test_summary_is_the_first_sentence_across_lines_and_abbreviations():
+    r = Registry("thing")
+
+    @r.register("z")
+    def make_z():
+        """Zhang et al. 2022, e.g. with
+        DISTS. Second sentence.
+
+        Details."""
+
+    assert r.entry("z").summary == "Zhang et al. 2022, e.g. with DISTS."
