@@ -50,6 +50,14 @@ $(BUILD)/%.ipynb: notebooks/%.ipynb notebooks/params/$(PROFILE).yaml $(STAMP)
 	cd notebooks && ../$(PY) -m papermill --log-level WARNING -k python3 \
 	    -f params/$(PROFILE).yaml -p PROFILE $(PROFILE) $*.ipynb ../$@.tmp && mv ../$@.tmp ../$@
 
+# What reads what (so `make -j2 reproduce` keeps a valid order):
+# 04 purifies the attacked images 03 cached; 07 and 08 read every run folder of 00-06;
+# 09 attacks the best purifiers of 07's table.
+GRID_RUNS := $(filter $(BUILD)/00_% $(BUILD)/03_% $(BUILD)/04_% $(BUILD)/05_% $(BUILD)/06_%,$(EXECUTED))
+$(BUILD)/04_baseline_purifiers.ipynb: $(BUILD)/03_attacks.ipynb
+$(BUILD)/07_results_tables.ipynb $(BUILD)/08_clean_images.ipynb: $(GRID_RUNS)
+$(BUILD)/09_adaptive_attacks.ipynb: $(BUILD)/07_results_tables.ipynb
+
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
 
