@@ -63,7 +63,7 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "attacks": {"effnet-iqa": ["ifgsm", "advcf"]},
         "purifiers": ["flip", "jpeg", "gaussian-blur", "resize", "median"],
         "adaptive": {"metric": "effnet-iqa", "attack": "ifgsm", "purifiers": ["flip", "jpeg"],
-                     "eot": 1, "n_images": 1, "from_results": False},
+                     "eot": 1, "n_images": 1, "from_results": False, "exclude": []},
         "distortion_levels": [0, 1, 3, 5], "distortions": ["noise", "blur", "jpeg"],
         # notebook 01: NIQE on 512x384 calibration images takes seconds each: BRISQUE only
         "score_metrics": ["effnet-iqa", "brisque"], "calibration": ["brisque"],
@@ -81,7 +81,9 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "purifiers": list(BASELINE_PURIFIERS),
         "adaptive": {"metric": "effnet-iqa", "attack": "ifgsm", "purifiers": None, "top_k": 3,
                      "fallback": ["flip", "jpeg", "random-crop"], "eot": 4, "n_images": 4,
-                     "from_results": True},
+                     "from_results": True,
+                     # DiffPure through EOT x 10 attack steps takes too long on a CPU
+                     "exclude": list(DIFFUSION_PURIFIERS)},
         "distortion_levels": [0, 1, 2, 3, 4, 5],
         "distortions": ["noise", "blur", "jpeg", "contrast", "saturation", "pixelate"],
         "score_metrics": ["effnet-iqa", "brisque", "niqe", "piqe"], "calibration": ["brisque", "niqe"],
@@ -97,7 +99,7 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "purifiers": list(BASELINE_PURIFIERS),
         "adaptive": {"metric": "metaiqa", "attack": "ifgsm", "purifiers": None, "top_k": 4,
                      "fallback": ["flip", "diffpure-unsharp", "fcn-filter", "jpeg"], "eot": 8,
-                     "n_images": 100, "from_results": True},
+                     "n_images": 100, "from_results": True, "exclude": []},
         "distortion_levels": [0, 1, 2, 3, 4, 5],
         "distortions": ["noise", "blur", "jpeg", "contrast", "saturation", "pixelate"],
         "score_metrics": ["linearity", "metaiqa", "spaq", "effnet-iqa", "brisque", "niqe", "piqe"],
@@ -275,12 +277,18 @@ def metrics_table() -> pd.DataFrame:
         for kind, comp in _used_by(s.used_by):
             if kind == "metric":
                 needs.setdefault(comp, []).append(name)
+    from .metrics import learned
+
+    # the offline learned metric's trained head ships with the package (or is trained once)
+    head = next((p for p in (learned.asset_path(), learned.cached_path()) if p.exists()), None)
     rows = []
     for m in list_metrics():
         ck = needs.get(m, [])
         missing = [c for c in ck if not weights.is_available(c)]
         rows.append({"metric": m, "tags": ", ".join(METRICS.entry(m).tags),
-                     "checkpoints": ", ".join(ck) or "-",
+                     "checkpoints": ", ".join(ck) or (
+                         f"trained head {head.name} (no download)" if m == "effnet-iqa" and head
+                         else "-"),
                      "runs offline": not missing,
                      "to enable": " ; ".join(f"make weights WEIGHTS={c}" for c in missing) or ""})
     return pd.DataFrame(rows)
@@ -313,20 +321,28 @@ def attack_effect(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def flip_comparison(table: pd.DataFrame) -> pd.DataFrame:
-    """The paper's Flip row next to ours (``table`` is :func:`iqalib.evaluate.tables.paper_table`
-    output, or ``None`` rows if we did not run flip)."""
-    ours = table.loc["flip"] if "flip" in table.index else pd.Series(dtype=float)
+def flip_comparison(tables_: pd.DataFrame | dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The paper's Flip row next to ours: ``tables_`` is a paper table
+    (:func:`iqalib.evaluate.tables.paper_table`) or a dict ``label -> paper table`` (e.g. one
+    per metric and ``"overall"``), giving one column each (NaN where flip did not run)."""
+    if isinstance(tables_, pd.DataFrame):
+        tables_ = {"ours": tables_}
     cols = list(PAPER_FLIP_ROW)
-    return pd.DataFrame({"paper (NIPS'17, Linearity/MetaIQA/SPAQ)": [PAPER_FLIP_ROW[c] for c in cols],
-                         "ours": [float(ours.get(c, float("nan"))) for c in cols]}, index=cols)
+    out = {"paper (NIPS'17; Linearity, MetaIQA, SPAQ)": [PAPER_FLIP_ROW[c] for c in cols]}
+    for label, t in tables_.items():
+        row = t.loc["flip"] if "flip" in t.index else pd.Series(dtype=float)
+        out[f"ours: {label}" if label != "ours" else "ours"] = [
+            float(row.get(c, float("nan"))) for c in cols]
+    return pd.DataFrame(out, index=cols)
 
 
 def best_purifiers(table: pd.DataFrame, k: int = 3, *, by: str = "SROCC",
                    exclude: tuple[str, ...] = ("none", "identity")) -> list[str]:
     """The ``k`` best purifiers of a paper table by ``by`` (SROCC: higher is better; Gain and
-    Gain/range: lower is better), ignoring the undefended baseline and NaNs."""
-    t = table.drop(index=[i for i in table.index if i in exclude])[by].dropna()
+    Gain/range: lower is better), ignoring NaNs and the purifiers named in ``exclude`` (with
+    any preset: ``"diffpure"`` also drops ``"diffpure:t10"``; default: the undefended baseline)."""
+    drop = [i for i in table.index if str(i) in exclude or str(i).split(":")[0] in exclude]
+    t = table.drop(index=drop)[by].dropna()
     ascending = by in ("Gain", "Gain/range", "time_s")
     return list(t.sort_values(ascending=ascending).index[:k])
 
@@ -563,11 +579,34 @@ def clean_fidelity(purifiers, imgs, *, device: str = "auto", seed: int = 0,
 
 
 __all__ = [
-    "BASELINE_PURIFIERS", "DIFFUSION_PURIFIERS", "NEEDS_WEIGHTS_ATTACKS",
-    "NEEDS_WEIGHTS_PURIFIERS", "PAPER_ATTACKS", "PAPER_FLIP_ROW", "PAPER_PURIFIERS", "PROFILES",
-    "UNIVERSAL_ATTACKS", "adaptive_comparison", "attack_effect", "attacked_images",
-    "best_purifiers", "calibration", "clean_fidelity", "collect", "distortion_response",
-    "metric_scores", "rank_agreement", "thumbnails",
-    "flip_comparison", "images", "metrics_table", "results_root", "run_folder", "save_table",
-    "settings", "skipped", "tables_dir", "weights_table",
+    "BASELINE_PURIFIERS",
+    "DIFFUSION_PURIFIERS",
+    "NEEDS_WEIGHTS_ATTACKS",
+    "NEEDS_WEIGHTS_PURIFIERS",
+    "PAPER_ATTACKS",
+    "PAPER_FLIP_ROW",
+    "PAPER_PURIFIERS",
+    "PROFILES",
+    "UNIVERSAL_ATTACKS",
+    "adaptive_comparison",
+    "attack_effect",
+    "attacked_images",
+    "best_purifiers",
+    "calibration",
+    "clean_fidelity",
+    "collect",
+    "distortion_response",
+    "flip_comparison",
+    "images",
+    "metric_scores",
+    "metrics_table",
+    "rank_agreement",
+    "results_root",
+    "run_folder",
+    "save_table",
+    "settings",
+    "skipped",
+    "tables_dir",
+    "thumbnails",
+    "weights_table",
 ]

@@ -66,7 +66,7 @@ def test_smoke_images_are_small_and_named_apart():
 # --- collect / skipped --------------------------------------------------------------------------
 def test_collect_reads_every_run_folder(results, toy_metric, photos64):
     imgs = TensorImages(photos64[:, :, :48, :48], ["a", "b", "c"], name="toy")
-    kw = dict(seed=0, progress=False, cache=results / "adv")
+    kw = {"seed": 0, "progress": False, "cache": results / "adv"}
     r1 = run_grid([toy_metric], ["ifgsm"], ["none", "flip"], imgs,
                   out=workbook.run_folder("quick", "03_attacks") / "toy", **kw)
     # two grid calls writing one folder: results.parquet then holds only the second's rows
@@ -125,6 +125,8 @@ def test_best_purifiers_direction():
                      index=["none", "a", "b", "c", "d"])
     assert workbook.best_purifiers(t, 2, by="SROCC") == ["b", "d"]
     assert workbook.best_purifiers(t, 2, by="Gain") == ["c", "b"]
+    t.index = ["none", "a", "diffpure:t10", "c", "d"]
+    assert workbook.best_purifiers(t, 2, by="SROCC", exclude=("none", "diffpure")) == ["d", "a"]
 
 
 def test_flip_comparison_puts_ours_beside_the_paper():
@@ -133,6 +135,9 @@ def test_flip_comparison_puts_ours_beside_the_paper():
     c = workbook.flip_comparison(t)
     assert c.iloc[:, 0].to_dict() == workbook.PAPER_FLIP_ROW
     assert c["ours"].tolist() == [0.5, 0.2, 20.0, 0.6, 0.8]
+    two = workbook.flip_comparison({"m": t, "no flip": t.rename(index={"flip": "jpeg"})})
+    assert two["ours: m"].tolist() == [0.5, 0.2, 20.0, 0.6, 0.8]
+    assert two["ours: no flip"].isna().all()
 
 
 # --- notebook 01 helpers ------------------------------------------------------------------------
@@ -159,7 +164,6 @@ def test_distortion_response_blur_lowers_sharpness(toy_metric, photos64):
     assert q[("blur", 0)] == pytest.approx(q[("noise", 0)])
 
 
-@pytest.mark.slow  # BRISQUE on five 512x384 images: ~3 s alone, ~10 s on a busy CPU
 def test_calibration_reproduces_pyiqa_brisque():
     c = workbook.calibration(["brisque"], device="cpu")
     assert list(c.image) == ["I03", "I04", "I06", "I08", "I19"]
