@@ -336,6 +336,21 @@ def flip_comparison(tables_: pd.DataFrame | dict[str, pd.DataFrame]) -> pd.DataF
     return pd.DataFrame(out, index=cols)
 
 
+def diffpure_priors(df: pd.DataFrame) -> pd.DataFrame:
+    """Which prior produced each DiffPure row set: one row per DiffPure spec with its prior
+    (``ffdnet``: the offline FFDNet denoiser; the guided-diffusion 256x256 model otherwise),
+    t*, sampler and the number of result rows, read from ``defense_params``."""
+    rows = []
+    sub = df[df["defense"].astype(str).str.startswith("diffpure")]
+    for (spec, params), g in sub.groupby(["defense_spec", "defense_params"], sort=True):
+        p = json.loads(params)
+        if "parts" in p:  # a composition (DiffPure + Unsharp): DiffPure is the first part
+            p = p["parts"][0][1]
+        rows.append({"purifier": spec, "prior": p.get("prior"), "t": p.get("t"),
+                     "sampler": p.get("sampler"), "rows": len(g)})
+    return pd.DataFrame(rows, columns=["purifier", "prior", "t", "sampler", "rows"])
+
+
 def best_purifiers(table: pd.DataFrame, k: int = 3, *, by: str = "SROCC",
                    exclude: tuple[str, ...] = ("none", "identity")) -> list[str]:
     """The ``k`` best purifiers of a paper table by ``by`` (SROCC: higher is better; Gain and
@@ -518,7 +533,9 @@ def distortion_response(metrics, imgs, *, distortions=("noise", "blur", "jpeg"),
         for kind in distortions:
             for lv in levels:
                 s = m.score(distort(x, kind, int(lv), seed=seed), batch_size=batch_size).numpy()
-                q = m.sign * (s - m.score_range[0]) / m.range_width
+                lo, hi = m.score_range
+                # 1 = the best end of the range for either direction
+                q = ((hi - s) if m.lower_better else (s - lo)) / m.range_width
                 rows += [{"metric": name, "distortion": kind, "level": int(lv), "image_id": i,
                           "score": float(v), "quality": float(qq)}
                          for i, v, qq in zip(imgs.ids, s, q)]
@@ -595,6 +612,7 @@ __all__ = [
     "calibration",
     "clean_fidelity",
     "collect",
+    "diffpure_priors",
     "distortion_response",
     "flip_comparison",
     "images",

@@ -203,3 +203,26 @@ def test_adaptive_attack_beats_the_purifier_it_knows(toy_metric, photos64, tmp_p
     # blur removes much of what the plain attack added; an attack through the blur adapts
     assert moved["adaptive (BPDA/EOT)"] > moved["non-adaptive"]
     assert (r.score_def_clean.groupby(r.setting).mean().diff().dropna().abs() < 1e-12).all()
+
+
+def test_diffpure_priors_reads_defense_params():
+    dp = '{"prior": "ffdnet", "t": 5, "sampler": "ddpm"}'
+    comp = '{"parts": [["diffpure", {"prior": "guided-diffusion", "t": 10, "sampler": "ddpm"}], ["unsharp", {}]]}'
+    df = pd.DataFrame({"defense": ["diffpure", "diffpure", "diffpure-unsharp", "flip"],
+                       "defense_spec": ["diffpure:t5", "diffpure:t5", "diffpure-unsharp:t10", "flip"],
+                       "defense_params": [dp, dp, comp, "{}"]})
+    p = workbook.diffpure_priors(df).set_index("purifier")
+    assert list(p.index) == ["diffpure-unsharp:t10", "diffpure:t5"]
+    assert p.loc["diffpure:t5", "prior"] == "ffdnet" and p.loc["diffpure:t5", "rows"] == 2
+    assert p.loc["diffpure-unsharp:t10", "prior"] == "guided-diffusion"
+    assert p.loc["diffpure-unsharp:t10", "t"] == 10
+
+
+def test_distortion_quality_puts_the_best_end_at_one(toy_metric, toy_lower_metric, photos64):
+    imgs = TensorImages(photos64, name="toy")
+    r = workbook.distortion_response([toy_metric, toy_lower_metric], imgs, distortions=("blur",),
+                                     levels=(0, 3))
+    q = r.pivot_table(index=["image_id", "level"], columns="metric", values="quality")
+    # toy-lower is toy-sharpness negated on the range (-1, 0): the same quality once oriented
+    np.testing.assert_allclose(q["toy-lower"], q["toy-sharpness"], atol=1e-6)
+    assert ((q >= 0) & (q <= 1)).all().all()
