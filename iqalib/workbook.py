@@ -188,11 +188,9 @@ def _run_folders(profile: str) -> list[Path]:
 
 
 def _read_run(folder: Path) -> pd.DataFrame:
-    from .evaluate.grid import _read_parts
+    from .evaluate.grid import load_results
 
-    # the parts, not results.parquet: a folder that several run_grid calls wrote holds the rows
-    # of all of them, while results.parquet holds only the last call's
-    return _read_parts(folder)
+    return load_results(folder)
 
 
 def collect(profile: str, *, runs: list[str] | None = None) -> pd.DataFrame:

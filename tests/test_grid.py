@@ -254,3 +254,27 @@ def test_cli_runs_registry_specs(tmp_path, monkeypatch, capsys, photos64):
     assert "4 rows" not in text and "2 rows" in text and "SROCC" in text
     df = load_results(tmp_path / "q")
     assert set(df["dataset"]) == {"mini"} and set(df["metric"]) == {"toy-grid-metric"}
+
+
+def test_two_runs_into_one_folder_keep_both_tables(tmp_path, toy_metric, photos64):
+    """results.parquet is the folder's whole table: a second run_grid into the same folder
+    must not drop the first one's rows (notebooks share run folders)."""
+    kw = dict(out=tmp_path / "run", cache=tmp_path / "adv", progress=False, device="cpu")
+    first = run_grid([toy_metric], [toys.SignAttack], ["none"], photos64[:2], **kw)
+    second = run_grid([toy_metric], [toys.SignAttack], [toys.FlipDefense()], photos64[:2], **kw)
+    both = load_results(tmp_path / "run")
+    assert len(both) == len(first) + len(second) == 4
+    assert set(both["defense"]) == set(first["defense"]) | set(second["defense"])
+
+
+def test_a_resized_set_is_not_served_the_full_size_attacks(tmp_path, toy_metric):
+    """The attack cache is keyed by the set's name *and size*: the same ids at 64 px are other
+    images than at full size."""
+    from iqalib.datasets import load_dataset
+
+    kw = dict(out=tmp_path / "run", cache=tmp_path / "adv", progress=False, device="cpu")
+    small = run_grid([toy_metric], [toys.SignAttack], ["none"], load_dataset("samples", n=1, size=64), **kw)
+    large = run_grid([toy_metric], [toys.SignAttack], ["none"], load_dataset("samples", n=1, size=96), **kw)
+    assert small["dataset"].iloc[0] == "samples@64x64" and large["dataset"].iloc[0] == "samples@96x96"
+    keys = [d for d in (tmp_path / "adv").iterdir() if d.is_dir()]
+    assert len(keys) == 2, "both sizes must be attacked and cached separately"

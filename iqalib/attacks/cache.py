@@ -51,6 +51,14 @@ def safe_name(image_id: str) -> str:
     return s
 
 
+def dataset_label(ds, default: str = "images") -> str:
+    """The set's name, with its resize when it has one (``samples@128x128``): the cache is
+    keyed by it, and the same ids at another size are other images."""
+    name = getattr(ds, "name", default)
+    size = getattr(ds, "size", None)
+    return f"{name}@{size[0]}x{size[1]}" if size else str(name)
+
+
 def cache_key(metric: str, attack: str, attack_params: str, seed: int, dataset: str) -> str:
     """Hash of everything that determines an attacked image besides the clean image itself."""
     blob = json.dumps([str(metric), str(attack), str(attack_params), int(seed), str(dataset)])
@@ -119,7 +127,7 @@ class AttackCache:
         With ``return_times=True`` also returns the attack time per image in seconds (``[B]``,
         the time measured when the image was first attacked).
         """
-        ds_name = getattr(dataset, "name", str(dataset))
+        ds_name = dataset_label(dataset, str(dataset))
         params = _params_of(attack)
         key = cache_key(metric_name, attack.name, params, seed, ds_name)
         folder = self.folder(key)

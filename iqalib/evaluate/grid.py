@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..attacks.cache import AttackCache, atomic_write_bytes, atomic_write_json
+from ..attacks.cache import AttackCache, atomic_write_bytes, atomic_write_json, dataset_label
 from ..paths import results_dir
 from . import measures
 
@@ -454,12 +454,12 @@ def _images_arg(images, dataset, n, size):
     if isinstance(images, (str, os.PathLike)):
         ref = DatasetRef(str(images), n, size)
         ds = ref.resolve()
-        return ref, list(ds.ids), dataset or getattr(ds, "name", str(images))
+        return ref, list(ds.ids), dataset or dataset_label(ds, str(images))
     if torch.is_tensor(images):
         ds = TensorImages(images, name=dataset or "tensor")
         return ds, list(ds.ids), ds.name
     ids = list(images.ids)[:n] if n else list(images.ids)
-    return images, ids, dataset or getattr(images, "name", "images")
+    return images, ids, dataset or dataset_label(images, "images")
 
 
 def plan_units(metrics, attacks, defenses, images, *, seed: int = 0, batch_size: int = 4,
@@ -565,7 +565,8 @@ def run_grid(metrics, attacks, defenses, images, *, seed: int = 0, batch_size: i
     keys = {u.key for u in units}
     df = _read_parts(out, keys)
     summary = summarise_failures(results)
-    _atomic_parquet(df, out / "results.parquet")
+    # the folder's table holds every run made into it, not only this call's units
+    _atomic_parquet(_read_parts(out), out / "results.parquet")
     df.attrs["failures"] = summary
     if summary and progress:
         print("\n".join(summary), file=sys.stderr)
