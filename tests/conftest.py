@@ -43,6 +43,16 @@ class ToyLowerBetter(ToySharpness):
         return -super().forward(x)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests on one torch thread, then restore the setting: small convolutions
+    (SSIM windows, 3x3 filters) run slower on two contended threads than on one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def toy_metric():
     return ToySharpness()

@@ -14,14 +14,7 @@ OFFLINE = ["ifgsm", "mifgsm", "amifgsm", "korhonen", "madc", "ssah", "zhang-ssim
 LINF = {"ifgsm": 10 / 255, "mifgsm": 10 / 255, "amifgsm": 10 / 255}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # these small ops run slower on two contended threads than on one (measured 20x in
-    # CPU time for the SSIM convolutions); restore the suite's setting afterwards
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _score(metric, x):

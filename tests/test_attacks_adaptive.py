@@ -8,15 +8,7 @@ import iqalib
 from iqalib.attacks.adaptive import DefendedMetric, adaptive, bpda
 from iqalib.defenses.base import Defense
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # these small ops run slower on two contended threads than on one (measured 20x in
-    # CPU time for the SSIM convolutions); restore the suite's setting afterwards
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class RoundPurifier(Defense):

@@ -11,14 +11,7 @@ from iqalib.attacks.torchattacks_adapter import ScoreAsLogits, run_torchattacks
 pytest.importorskip("torchattacks")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # these small ops run slower on two contended threads than on one (measured 20x in
-    # CPU time for the SSIM convolutions); restore the suite's setting afterwards
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_score_as_logits_shape_and_sign(photos64, toy_metric, toy_lower_metric):

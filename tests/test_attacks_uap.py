@@ -14,14 +14,7 @@ FAST = {"uap": {"lr": 0.02, "epochs": 4}, "cumulative-uap": {"epochs": 4},
         "generative-uap": {"lr": 0.01, "epochs": 4, "ngf": 4}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # these small ops run slower on two contended threads than on one (measured 20x in
-    # CPU time for the SSIM convolutions); restore the suite's setting afterwards
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

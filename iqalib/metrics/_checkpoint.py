@@ -45,6 +45,14 @@ def read_checkpoint(name: str, checkpoint: str | os.PathLike | Mapping | None) -
             return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def describe(label: str, name: str, source: Any) -> str:
+    """How error messages name a checkpoint: ``"SPAQ checkpoint 'spaq-baseline'"`` for the
+    catalogue's file, else the path given, or ``(dict)`` for an already-loaded checkpoint."""
+    where = (f"'{name}'" if source is None else
+             "(dict)" if isinstance(source, Mapping) else str(source))
+    return f"{label} checkpoint {where}"
+
+
 def _fmt(keys: list[str], limit: int = 8) -> str:
     more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
     return ", ".join(keys[:limit]) + more

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import METRICS
-from ._checkpoint import load_strict, read_checkpoint, require
+from ._checkpoint import describe, load_strict, read_checkpoint, require
 from .base import IQAMetric, check_batch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -119,9 +119,7 @@ class Linearity(IQAMetric):
                         source: Any = None) -> None:
         """Load ``p1q2.pth`` (catalogue if None, else a path or loaded dict); strict keys;
         sets k and b."""
-        src = checkpoint if source is None else source
-        what = "Linearity checkpoint " + ("'linearity-p1q2'" if src is None else
-                                          "(dict)" if isinstance(src, Mapping) else str(src))
+        what = describe("Linearity", "linearity-p1q2", checkpoint if source is None else source)
         ckpt = read_checkpoint("linearity-p1q2", checkpoint)
         load_strict(self.net, require(ckpt, "model", what), what)
         k = torch.as_tensor(require(ckpt, "k", what), dtype=torch.float32).flatten()

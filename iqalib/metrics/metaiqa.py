@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ..registry import METRICS
-from ._checkpoint import load_strict, read_checkpoint
+from ._checkpoint import describe, load_strict, read_checkpoint
 from .pyiqa_adapter import PyiqaMetric
 
 WEIGHT_FILE = "Metaiqa_livec.pth"
@@ -75,9 +75,7 @@ class MetaIQA(PyiqaMetric):
     def load_checkpoint(self, checkpoint: str | os.PathLike | Mapping | None = None, *,
                         source: Any = None) -> None:
         """Load ``Metaiqa_livec.pth`` (catalogue if None, else a path or dict), strictly."""
-        src = checkpoint if source is None else source
-        what = "MetaIQA checkpoint " + ("'metaiqa'" if src is None else
-                                        "(dict)" if isinstance(src, Mapping) else str(src))
+        what = describe("MetaIQA", "metaiqa", checkpoint if source is None else source)
         state = clean_metaiqa_state(read_checkpoint("metaiqa", checkpoint))
         net = self.inner.net
         own = net.state_dict()

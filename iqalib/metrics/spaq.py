@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import METRICS
-from ._checkpoint import load_strict, read_checkpoint, require
+from ._checkpoint import describe, load_strict, read_checkpoint, require
 from .base import IQAMetric, check_batch
 
 PATCH = 224
@@ -114,9 +114,7 @@ class SPAQBaseline(IQAMetric):
     def load_checkpoint(self, checkpoint: str | os.PathLike | Mapping | None = None, *,
                         source: Any = None) -> None:
         """Load ``BL_release.pt`` (catalogue if None, else a path or loaded dict), strictly."""
-        src = checkpoint if source is None else source
-        what = "SPAQ checkpoint " + ("'spaq-baseline'" if src is None else
-                                     "(dict)" if isinstance(src, Mapping) else str(src))
+        what = describe("SPAQ", "spaq-baseline", checkpoint if source is None else source)
         ckpt = read_checkpoint("spaq-baseline", checkpoint)
         load_strict(self.net, require(ckpt, "state_dict", what), what)
 
