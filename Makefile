@@ -47,8 +47,8 @@ reproduce: $(EXECUTED)
 # Notebooks run in number order: a later one may read an earlier one's results.
 $(BUILD)/%.ipynb: notebooks/%.ipynb notebooks/params/$(PROFILE).yaml $(STAMP)
 	@mkdir -p $(BUILD)
-	cd notebooks && ../$(PY) -m papermill --log-level WARNING -k python3 \
-	    -f params/$(PROFILE).yaml -p PROFILE $(PROFILE) $*.ipynb ../$@.tmp && mv ../$@.tmp ../$@
+	$(PY) -m papermill --log-level WARNING -k python3 --cwd notebooks \
+	    -f notebooks/params/$(PROFILE).yaml -p PROFILE $(PROFILE) $< $(@:.ipynb=.partial.ipynb) && mv $(@:.ipynb=.partial.ipynb) $@
 
 # What reads what (so `make -j2 reproduce` keeps a valid order):
 # 04 purifies the attacked images 03 cached; 07 and 08 read every run folder of 00-06;
