@@ -164,7 +164,7 @@ def bench_dask(n_images: int) -> list[dict]:
                  ours_s=times[2], reference_s=times[1], ratio=times[2] / times[1], goal="~0.5-0.6")]
 
 
-def run(device="auto", *, size=224, batch=4, repeats=3, metric="effnet-iqa", dask=True,
+def run(device="auto", *, size=224, batch=4, repeats=5, metric="effnet-iqa", dask=True,
         sections=("attack", "diffpure", "ffdnet", "throughput", "dask")):
     """All sections; returns a DataFrame (one row per measurement)."""
     import pandas as pd
@@ -195,7 +195,7 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--size", type=int, default=224, help="image side (default 224)")
     p.add_argument("--batch", type=int, default=4, help="images per batch (default 4)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--metric", default="effnet-iqa", help="metric the attack benchmark attacks")
     p.add_argument("--no-dask", action="store_true", help="skip the Dask section")
     p.add_argument("--sections", nargs="*", default=["attack", "diffpure", "ffdnet", "throughput", "dask"])
