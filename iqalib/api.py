@@ -37,7 +37,10 @@ def load_defense(name: str, *, device: str = "auto", **kwargs: Any):
     from .defenses.base import Compose
 
     parts = [p.strip() for p in name.split("+")]
-    made = [DEFENSES.create(p, **(kwargs if len(parts) == 1 else {})) for p in parts]
+    if len(parts) > 1 and kwargs:
+        raise TypeError(f"keyword settings are ambiguous for the composition {name!r}: use presets "
+                        "('diffpure:t10+jpeg:q30') or Compose([load_defense(...), ...])")
+    made = [DEFENSES.create(p, **kwargs) for p in parts]
     defense = made[0] if len(made) == 1 else Compose(made)
     return defense.to(resolve_device(device))
 
