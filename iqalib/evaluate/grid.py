@@ -563,10 +563,11 @@ def run_grid(metrics, attacks, defenses, images, *, seed: int = 0, batch_size: i
         bar.close()
 
     keys = {u.key for u in units}
-    df = _read_parts(out, keys)
+    parts = _part_frames(out)
+    df = _select(parts, keys)
     summary = summarise_failures(results)
     # the folder's table holds every run made into it, not only this call's units
-    _atomic_parquet(_read_parts(out), out / "results.parquet")
+    _atomic_parquet(_select(parts), out / "results.parquet")
     df.attrs["failures"] = summary
     if summary and progress:
         print("\n".join(summary), file=sys.stderr)
@@ -590,12 +591,20 @@ def _tidy(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(ROW_KEY, kind="stable").reset_index(drop=True)
 
 
-def _read_parts(out, keys: set[str] | None = None) -> pd.DataFrame:
-    files = sorted(_parts_dir(out).glob("*.parquet"))
-    if keys is not None:
-        files = [f for f in files if f.stem.split("+")[0] in keys]
-    frames = [pd.read_parquet(f) for f in files]
+def _part_frames(out) -> dict[str, pd.DataFrame]:
+    """Every part file of a run folder, read once, by the unit key its name starts with."""
+    return {f.name: pd.read_parquet(f) for f in sorted(_parts_dir(out).glob("*.parquet"))}
+
+
+def _select(parts: dict[str, pd.DataFrame], keys: set[str] | None = None) -> pd.DataFrame:
+    """The tidy table of the parts whose unit key is in ``keys`` (all parts when None)."""
+    frames = [f for name, f in parts.items()
+              if keys is None or name.split("+")[0].removesuffix(".parquet") in keys]
     return _tidy(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
+
+
+def _read_parts(out, keys: set[str] | None = None) -> pd.DataFrame:
+    return _select(_part_frames(out), keys)
 
 
 def load_results(out) -> pd.DataFrame:
