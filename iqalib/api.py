@@ -34,15 +34,9 @@ def load_attack(name: str, metric, **kwargs: Any):
 def load_defense(name: str, *, device: str = "auto", **kwargs: Any):
     """A purifier by name or ``name:preset`` (``list_defenses()``); ``a+b`` composes."""
     _ensure_registered()
-    from .defenses.base import Compose
+    from .defenses import create_defense
 
-    parts = [p.strip() for p in name.split("+")]
-    if len(parts) > 1 and kwargs:
-        raise TypeError(f"keyword settings are ambiguous for the composition {name!r}: use presets "
-                        "('diffpure:t10+jpeg:q30') or Compose([load_defense(...), ...])")
-    made = [DEFENSES.create(p, **kwargs) for p in parts]
-    defense = made[0] if len(made) == 1 else Compose(made)
-    return defense.to(resolve_device(device))
+    return create_defense(name, **kwargs).to(resolve_device(device))
 
 
 def list_metrics(pattern: str = "*", *, tag: str | None = None) -> list[str]:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .atomic import atomic_write_bytes  # noqa: F401  (re-exported)
 from .errors import ImageError
 
 #: smallest side we accept: deep metrics pool over 32x downsampled maps
@@ -304,20 +305,6 @@ def from_uint8(arr: np.ndarray) -> torch.Tensor:
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise ImageError(f"expected HxWx3 or BxHxWx3 uint8, got shape {arr.shape}")
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div(255.0)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder + ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_image(x: torch.Tensor, path: str | os.PathLike) -> Path:

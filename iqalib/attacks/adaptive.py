@@ -74,9 +74,9 @@ class DefendedMetric(IQAMetric):
                  seed: int = 0):
         super().__init__()
         if isinstance(defense, str):
-            from ..api import load_defense
+            from ..defenses import create_defense
 
-            defense = load_defense(defense, device=str(metric.device))
+            defense = create_defense(defense).to(metric.device)
         if bpda not in ("auto", True, False):
             raise ValueError(f"bpda must be 'auto', True or False, got {bpda!r}")
         if eot < 1:

@@ -123,9 +123,9 @@ class AMIFGSM(Attack):
         if self.eps != "niqe":
             return self.eps
         if self._niqe is None:
-            from ..api import load_metric
+            from ..metrics import create_metric
 
-            self._niqe = load_metric("niqe", device=str(x.device))
+            self._niqe = create_metric("niqe").to(x.device).eval()
         with torch.no_grad():
             niqe = self._niqe(x).detach().to(x).reshape(-1)
         # NIQE is positive for natural images; guard against 0 / negative scores

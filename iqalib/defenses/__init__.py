@@ -4,4 +4,20 @@ from .base import Compose, Defense
 
 from . import transforms, restorers, diffpure, fcn  # noqa: E402,F401
 
-__all__ = ["Defense", "Compose", "DEFENSES"]
+
+def create_defense(spec: str, **kwargs) -> Defense:
+    """A purifier from a registry spec: ``"jpeg"``, ``"jpeg:q30"`` or a composition
+    ``"diffpure:t10+unsharp"`` (applied left to right, :class:`Compose`).
+
+    Keyword settings go to a single purifier; for a composition they would be ambiguous, so
+    use presets there or build ``Compose([create_defense(...), ...])`` yourself.
+    """
+    parts = [p.strip() for p in str(spec).split("+")]
+    if len(parts) > 1 and kwargs:
+        raise TypeError(f"keyword settings are ambiguous for the composition {spec!r}: use presets "
+                        "('diffpure:t10+jpeg:q30') or Compose([create_defense(...), ...])")
+    made = [DEFENSES.create(p, **kwargs) for p in parts]
+    return made[0] if len(made) == 1 else Compose(made)
+
+
+__all__ = ["Defense", "Compose", "DEFENSES", "create_defense"]
