@@ -3,6 +3,7 @@ from ..registry import DEFENSES
 from .base import Compose, Defense
 
 from . import transforms, restorers, diffpure, fcn  # noqa: E402,F401
+from .transforms import Identity  # noqa: E402
 
 
 def create_defense(spec: str, **kwargs) -> Defense:
@@ -20,4 +21,21 @@ def create_defense(spec: str, **kwargs) -> Defense:
     return made[0] if len(made) == 1 else Compose(made)
 
 
-__all__ = ["Defense", "Compose", "DEFENSES", "create_defense"]
+def is_baseline(spec_or_defense) -> bool:
+    """True for the undefended baseline: the spec ``"identity"`` or any of its registry aliases
+    (``"none"``, ``"no-defense"``, ...), or an :class:`~iqalib.defenses.transforms.Identity`.
+    Unknown names are not the baseline (False, no error)."""
+    from .transforms import Identity
+
+    if isinstance(spec_or_defense, Identity):
+        return True
+    spec = getattr(spec_or_defense, "spec", spec_or_defense)  # a grid Component
+    if not isinstance(spec, str) or "+" in spec:
+        return False
+    name, _, preset = spec.strip().partition(":")
+    if preset or name not in DEFENSES:
+        return False
+    return DEFENSES.entry(name).factory is Identity
+
+
+__all__ = ["Defense", "Compose", "DEFENSES", "Identity", "create_defense", "is_baseline"]

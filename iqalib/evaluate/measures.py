@@ -225,3 +225,16 @@ __all__ = [
     "ssim",
 ]
 
+
+
+def score_change(clean, other, *, score_range: Sequence[float], lower_better: bool) -> np.ndarray:
+    """The oriented, normalised score change ``sign * (other - clean) / (hi - lo)``: positive
+    when ``other`` scores better than ``clean`` (``sign = -1`` for lower-is-better metrics),
+    in units of the metric's range ``score_range = (lo, hi)``. For an attack it is what the
+    attack gained; for a purifier on clean images, what it cost (negative = worse)."""
+    a, b = _pair(clean, other)
+    sign = -1.0 if lower_better else 1.0
+    return sign * (b - a) / _width(score_range)
+
+
+__all__.append("score_change")
