@@ -1,0 +1,322 @@
+"""The study's definition: what each profile runs and what every notebook does under it.
+
+Gushchin et al., "Adversarial purification for no-reference image-quality metrics: applicability
+study and new methods" (arXiv 2404.06957). A *profile* says how big a run is; papermill passes
+its name to every notebook as ``PROFILE`` (``notebooks/params/<profile>.yaml`` carries only
+``PROFILE``, ``SEED``, ``DEVICE``, ``INTERACTIVE`` and any override):
+
+- ``smoke``: CI. Every notebook end to end in seconds on a 2-core CPU: 2 sample images at
+  128 px, the offline learned metric, two attacks, five cheap purifiers.
+- ``quick``: the CPU default of ``make reproduce``: 8 sample images (299 px), the offline
+  metrics ``effnet-iqa`` (every attack) and ``brisque`` (I-FGSM and AdvCF only: its gradient is
+  slow on a CPU), every purifier, DiffPure with the offline FFDNet prior.
+- ``paper``: the study: the NIPS 2017 development set (1000 images, ``make data``), Linearity,
+  MetaIQA and SPAQ (``make weights``), the ten attacks, the sixteen purifiers, DiffPure at the
+  MSU group's t = 5. Meant for one GPU.
+- ``rehearsal``: the paper profile's metrics, attacks, purifiers and notebooks on 2 NIPS'17
+  images with CPU-sized settings (DiffPure t = 1 with the prior that is present, the guided
+  UNet when its weights are), to check that the paper path runs end to end (with stand-in
+  checkpoints, say) before a GPU is spent on it. Its numbers mean nothing.
+
+This module is plain data plus small accessors and imports nothing heavy (registry look-ups
+and the results store are imported inside the functions that need them):
+
+- :data:`PROFILE_SETTINGS`: profile -> what every notebook shares (images, metrics, the
+  attacks run on each metric, purifiers, DiffPure's t in the grid, batch size).
+- :data:`NOTEBOOK_SETTINGS`: notebook -> profile -> that notebook's own knobs. A notebook adds
+  its knobs with one entry holding a mapping for every profile in :data:`PROFILES`.
+- :func:`settings` merges the two (a fresh copy, the notebook's knobs on top).
+- :func:`images`, :func:`run_folder`, :func:`results_root`, :func:`tables_dir`,
+  :func:`save_table`, :func:`collect`, :func:`results_table`, :func:`skipped`: where a
+  notebook's results go and how they come back.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any
+
+from . import paths
+
+PROFILES = ("smoke", "quick", "paper", "rehearsal")
+
+# --- the study's lists (PAPER.md; the paper's order) -------------------------------------------
+#: the study's three metrics
+PAPER_METRICS = ["linearity", "metaiqa", "spaq"]
+#: the study's ten attacks
+PAPER_ATTACKS = ["ifgsm", "mifgsm", "amifgsm", "korhonen", "madc", "ssah", "zhang-dists",
+                 "zhang-lpips", "zhang-ssim", "advcf"]
+#: the universal attacks of the same group's robustness benchmark (trained perturbations)
+UNIVERSAL_ATTACKS = ["uap", "cumulative-uap", "generative-uap"]
+#: the study's non-diffusion purifiers with their default settings (notebook 04)
+BASELINE_PURIFIERS = ["resize", "upscale-nearest", "upscale-bilinear", "upscale-bicubic", "flip",
+                      "rotate", "random-crop", "gaussian-blur", "median", "jpeg", "unsharp",
+                      "fcn-filter", "mprnet", "realesrgan"]
+#: the diffusion purifiers (notebook 05: their grid at the profile's t, and the t sweep)
+DIFFUSION_PURIFIERS = ["diffpure", "diffpure-unsharp"]
+#: all sixteen purifiers of the study
+PAPER_PURIFIERS = BASELINE_PURIFIERS + DIFFUSION_PURIFIERS
+#: DiffPure's t in the study's table: the MSU group's default (``Defence(t=5)`` in
+#: msu-video-group/adversarial-defenses-for-iqa, ``metrics/defences/diffpure/run.py``)
+PAPER_DIFFPURE_T = 5
+#: the paper's Flip row (PAPER.md; its last column is unknown)
+PAPER_FLIP_ROW = {"Q": 0.158, "Gain": 0.077, "PSNR": 12.402, "SSIM": 0.162, "SROCC": 0.728}
+
+#: the run folders (first path part below :func:`results_root`) whose rows make the results
+#: tables: the same metric x attack x image grid for every purifier. Runs on a subset (the
+#: quickstart, DiffPure's t sweep) stay out, so a row of a table always means the same grid.
+RESULT_RUNS = ["03_attacks", "04_baseline_purifiers", "05_diffpure"]
+
+
+def diffusion_specs(t: int) -> list[str]:
+    """DiffPure and DiffPure + Unsharp at ``t`` as registry specs (``["diffpure:t5", ...]``)."""
+    return [f"{name}:t{int(t)}" for name in DIFFUSION_PURIFIERS]
+
+
+# --- what every notebook of a profile shares ---------------------------------------------------
+#: profile -> shared settings. ``attacks`` maps each metric to the attacks run on it;
+#: ``purifiers`` are notebook 04's, ``diffusion_t`` is DiffPure's t in notebook 05's grid;
+#: ``size`` (None: the images' own) resizes and centre-crops every image.
+PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        # 128 px crops: a gradient step of the learned metric costs ~5x less than at 299 px
+        "dataset": "samples", "n_images": 2, "size": 128,
+        "metrics": ["effnet-iqa"],
+        "attacks": {"effnet-iqa": ["ifgsm", "advcf"]},
+        "purifiers": ["flip", "jpeg", "gaussian-blur", "resize", "median"],
+        "diffusion_t": 5,
+        "batch_size": 2,
+    },
+    "quick": {
+        "dataset": "samples", "n_images": 8, "size": None,
+        "metrics": ["effnet-iqa", "brisque"],
+        # BRISQUE's gradient is slow on a CPU (about 0.2-1.2 s per 299 px image per step): two
+        # cheap, very different attacks (additive I-FGSM, which the quickstart already ran and
+        # cached, and the AdvCF colour filter). The Zhang et al. DISTS / LPIPS attacks need
+        # checkpoints: the grid records them as skipped with the command that fetches them.
+        "attacks": {"effnet-iqa": list(PAPER_ATTACKS), "brisque": ["ifgsm", "advcf"]},
+        "purifiers": list(BASELINE_PURIFIERS),
+        "diffusion_t": PAPER_DIFFPURE_T,
+        "batch_size": 4,
+    },
+    "paper": {
+        "dataset": "nips17", "n_images": 1000, "size": None,
+        "metrics": list(PAPER_METRICS),
+        "attacks": {m: list(PAPER_ATTACKS) for m in PAPER_METRICS},
+        "purifiers": list(BASELINE_PURIFIERS),
+        "diffusion_t": PAPER_DIFFPURE_T,
+        "batch_size": 8,
+    },
+    "rehearsal": {
+        "dataset": "nips17", "n_images": 2, "size": None,
+        "metrics": list(PAPER_METRICS),
+        "attacks": {m: list(PAPER_ATTACKS) for m in PAPER_METRICS},
+        "purifiers": list(BASELINE_PURIFIERS),
+        # one call of the guided UNet per image and step: seconds each on a CPU
+        "diffusion_t": 1,
+        "batch_size": 2,
+    },
+}
+
+_DISTORTIONS = ["noise", "blur", "jpeg", "contrast", "saturation", "pixelate"]
+
+# --- what each notebook does under each profile ---------------------------------------------------
+#: notebook -> profile -> its own knobs (on top of :data:`PROFILE_SETTINGS` in :func:`settings`)
+NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    # the whole path on the offline sample set in every profile: BRISQUE needs no download
+    "00_quickstart": {
+        p: {"dataset": "samples", "size": None, "n_images": n, "metric": "brisque",
+            "attack": "ifgsm", "defenses": ["flip", "jpeg", "gaussian-blur"]}
+        for p, n in (("smoke", 2), ("quick", 8), ("paper", 8), ("rehearsal", 2))
+    },
+    "01_data_and_metrics": {
+        # NIQE on 512x384 calibration images takes seconds each: BRISQUE only in smoke
+        "smoke": {"score_metrics": ["effnet-iqa", "brisque"], "calibration": ["brisque"],
+                  "distortions": ["noise", "blur", "jpeg"], "distortion_levels": [0, 1, 3, 5]},
+        "quick": {"score_metrics": ["effnet-iqa", "brisque", "niqe", "piqe"],
+                  "calibration": ["brisque", "niqe"], "distortions": list(_DISTORTIONS),
+                  "distortion_levels": [0, 1, 2, 3, 4, 5]},
+        "paper": {"score_metrics": [*PAPER_METRICS, "effnet-iqa", "brisque", "niqe", "piqe"],
+                  "calibration": ["brisque", "niqe"], "distortions": list(_DISTORTIONS),
+                  "distortion_levels": [0, 1, 2, 3, 4, 5]},
+        "rehearsal": {"score_metrics": [*PAPER_METRICS, "effnet-iqa", "brisque", "niqe", "piqe"],
+                      "calibration": ["brisque"], "distortions": list(_DISTORTIONS),
+                      "distortion_levels": [0, 5]},
+    },
+    # how many images the attack-examples figure shows
+    "03_attacks": {p: {"examples": 2} for p in PROFILES},
+    "04_baseline_purifiers": {p: {} for p in PROFILES},
+    # DiffPure's t sweep on one metric x attack (its grid at ``diffusion_t`` uses the shared
+    # metrics, attacks and images)
+    "05_diffpure": {
+        "smoke": {"sweep": {"metric": "effnet-iqa", "attack": "ifgsm", "n_images": 2,
+                            "t": [5]}},
+        "quick": {"sweep": {"metric": "brisque", "attack": "ifgsm", "n_images": 4,
+                            "t": [5, 10, 20, 50]}},
+        "paper": {"sweep": {"metric": "linearity", "attack": "ifgsm", "n_images": 1000,
+                            "t": [5, 10, 20, 30, 50, 100, 150]}},
+        "rehearsal": {"sweep": {"metric": "linearity", "attack": "ifgsm", "n_images": 2,
+                                "t": [1, 2]}},
+    },
+    "07_results_tables": {p: {} for p in PROFILES},
+    # purify(clean) vs clean: every purifier of the results tables (DiffPure at the grid's t)
+    "08_clean_images": {p: {} for p in PROFILES},
+    # BPDA / EOT through the best purifiers of notebook 07 (``top_k`` by SROCC), or ``fallback``
+    "09_adaptive_attacks": {
+        "smoke": {"adaptive": {"metric": "effnet-iqa", "attack": "ifgsm", "from_results": False,
+                               "purifiers": ["flip", "jpeg"], "top_k": 2, "eot": 1,
+                               "n_images": 1, "exclude": []}},
+        "quick": {"adaptive": {"metric": "effnet-iqa", "attack": "ifgsm", "from_results": True,
+                               "fallback": ["flip", "jpeg", "random-crop"], "top_k": 3,
+                               "eot": 4, "n_images": 4,
+                               # DiffPure through EOT x 10 attack steps takes too long on a CPU
+                               "exclude": list(DIFFUSION_PURIFIERS)}},
+        "paper": {"adaptive": {"metric": "metaiqa", "attack": "ifgsm", "from_results": True,
+                               "fallback": ["flip", "diffpure-unsharp", "fcn-filter", "jpeg"],
+                               "top_k": 4, "eot": 8, "n_images": 100, "exclude": []}},
+        "rehearsal": {"adaptive": {"metric": "metaiqa", "attack": "ifgsm", "from_results": True,
+                                   "fallback": ["flip", "jpeg"], "top_k": 2, "eot": 2,
+                                   "n_images": 1,
+                                   "exclude": list(DIFFUSION_PURIFIERS)}},
+    },
+    # the interactive comparison app's choices
+    "10_interactive": {
+        "smoke": {"compare": {"metric": "effnet-iqa", "attacks": ["ifgsm"],
+                              "defenses": ["identity", "flip", "jpeg"]}},
+        "quick": {"compare": {"metric": "effnet-iqa",
+                              "attacks": ["ifgsm", "mifgsm", "advcf", "korhonen"],
+                              "defenses": ["identity", "flip", "jpeg", "gaussian-blur", "median",
+                                           "random-crop", "fcn-filter"]}},
+        "paper": {"compare": {"metric": "metaiqa", "attacks": list(PAPER_ATTACKS),
+                              "defenses": ["identity", *PAPER_PURIFIERS]}},
+        "rehearsal": {"compare": {"metric": "metaiqa", "attacks": ["ifgsm", "advcf"],
+                                  "defenses": ["identity", "flip", "jpeg", "diffpure:t1"]}},
+    },
+}
+
+
+def check_profile(profile: str) -> str:
+    """``profile`` if it is one of :data:`PROFILES`, else a ValueError with a did-you-mean."""
+    if profile not in PROFILE_SETTINGS:
+        close = difflib.get_close_matches(str(profile), PROFILES, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown profile {profile!r}.{hint} Choose one of {', '.join(PROFILES)}.")
+    return profile
+
+
+def _check_notebook(notebook: str) -> str:
+    if notebook not in NOTEBOOK_SETTINGS:
+        close = difflib.get_close_matches(str(notebook), list(NOTEBOOK_SETTINGS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"no settings for notebook {notebook!r}.{hint} Add an entry to "
+                         "iqalib.study.NOTEBOOK_SETTINGS.")
+    return notebook
+
+
+def settings(profile: str, notebook: str | None = None) -> dict[str, Any]:
+    """What ``profile`` runs, with ``notebook``'s own knobs on top (a fresh copy: change it
+    freely in a notebook).
+
+    Shared keys: ``profile``, ``dataset`` ("samples" or "nips17"), ``n_images``, ``size``,
+    ``metrics``, ``attacks`` (metric -> its attacks), ``all_attacks`` (their union in the
+    paper's order), ``purifiers`` (notebook 04's), ``diffusion_t`` and ``diffusion`` (the
+    DiffPure specs of notebook 05's grid), ``batch_size``. A notebook's knobs may override a
+    shared key (the quickstart's ``dataset``, for example).
+    """
+    s = copy.deepcopy(PROFILE_SETTINGS[check_profile(profile)])
+    if notebook is not None:
+        s.update(copy.deepcopy(NOTEBOOK_SETTINGS[_check_notebook(notebook)][profile]))
+    s["profile"] = profile
+    seen = [a for m in s["metrics"] for a in s["attacks"][m]]
+    s["all_attacks"] = [a for a in PAPER_ATTACKS + UNIVERSAL_ATTACKS if a in seen]
+    s["diffusion"] = diffusion_specs(s["diffusion_t"])
+    return s
+
+
+def images(profile: str, notebook: str | None = None, n: int | None = None):
+    """The :class:`~iqalib.datasets.ImageSet` a notebook runs on: the profile's data set
+    (``samples`` offline; ``nips17`` after ``make data``), resized to the profile's ``size``
+    when it has one, first ``n`` images (default: the settings' ``n_images``)."""
+    from .datasets import load_dataset
+
+    s = settings(profile, notebook)
+    return load_dataset(s["dataset"], n=int(n if n is not None else s["n_images"]),
+                        size=s["size"])
+
+
+def results_root(profile: str) -> Path:
+    """``results_dir()/<profile>``: every notebook's run folder of this profile is below it."""
+    return paths.results_dir() / check_profile(profile)
+
+
+def run_folder(profile: str, notebook: str) -> Path:
+    """The run folder of one notebook, e.g. ``run_folder("quick", "04_baseline_purifiers")``."""
+    return results_root(profile) / notebook
+
+
+def tables_dir(profile: str) -> Path:
+    """Where notebooks save their CSV tables (``results_dir()/<profile>/tables``)."""
+    d = results_root(profile) / "tables"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def save_table(table, profile: str, name: str, *, index: bool = True) -> Path:
+    """Write a DataFrame as ``<tables_dir>/<name>.csv`` and return the path."""
+    path = tables_dir(profile) / f"{name}.csv"
+    table.to_csv(path, index=index)
+    return path
+
+
+def collect(profile: str, runs: list[str] | None = None):
+    """Every run folder of ``profile`` as one tidy table with a ``run`` column
+    (:func:`iqalib.evaluate.store.collect`); ``runs`` keeps only those whose first path part
+    is in it."""
+    from .evaluate import store
+
+    return store.collect(results_root(profile), runs)
+
+
+def results_table(profile: str):
+    """The rows the results tables are made of: the runs of :data:`RESULT_RUNS`."""
+    return collect(profile, RESULT_RUNS)
+
+
+def skipped(profile: str, run: str | None = None):
+    """What the grid recorded as not done under ``profile`` (columns ``run``, ``what``,
+    ``why``: e.g. a purifier whose weights are missing, with its ``make weights`` command);
+    ``run`` keeps the rows of run folders whose path starts with it."""
+    from .evaluate import store
+
+    sk = store.skipped(results_root(profile))
+    if run is not None:
+        sk = sk[sk["run"].str.startswith(run)].reset_index(drop=True)
+    return sk
+
+
+__all__ = [
+    "BASELINE_PURIFIERS",
+    "DIFFUSION_PURIFIERS",
+    "NOTEBOOK_SETTINGS",
+    "PAPER_ATTACKS",
+    "PAPER_DIFFPURE_T",
+    "PAPER_FLIP_ROW",
+    "PAPER_METRICS",
+    "PAPER_PURIFIERS",
+    "PROFILES",
+    "PROFILE_SETTINGS",
+    "RESULT_RUNS",
+    "UNIVERSAL_ATTACKS",
+    "check_profile",
+    "collect",
+    "diffusion_specs",
+    "images",
+    "results_root",
+    "results_table",
+    "run_folder",
+    "save_table",
+    "settings",
+    "skipped",
+    "tables_dir",
+]
