@@ -51,7 +51,7 @@ def test_correlations_undefined_give_nan_quietly():
         assert np.isnan(M.srocc([], []))
 
 
-def test_psnr_matches_skimage_and_caps(photos64):
+def test_psnr_matches_skimage_and_caps_only_identical_images(photos64):
     x = photos64.double()
     y = _noisy(x, 0.05)
     ours = M.psnr(y, x)
@@ -59,33 +59,57 @@ def test_psnr_matches_skimage_and_caps(photos64):
         ref = peak_signal_noise_ratio(x[i].numpy(), y[i].numpy(), data_range=1.0)
         assert float(ours[i]) == pytest.approx(ref, abs=1e-9)
     same = M.psnr(x, x.clone())
-    assert torch.all(same == M.PSNR_CAP)  # identical images: the documented cap, not inf
+    assert torch.all(same == M.PSNR_CAP)  # identical images: the authors' 150, not skimage's inf
+    # anywhere else the value is skimage's, even above the cap (as in the authors' code)
     tiny = x.clone()
     tiny[0, 0, 0, 0] += 1e-9
-    assert float(M.psnr(tiny, x)[0]) == M.PSNR_CAP
+    ref = peak_signal_noise_ratio(x[0].numpy(), tiny[0].numpy(), data_range=1.0)
+    assert ref > M.PSNR_CAP and float(M.psnr(tiny, x)[0]) == pytest.approx(ref, rel=1e-9)
 
 
-def test_ssim_matches_skimage_rgb_and_gray(photos64):
-    # Same definition (Gaussian window 11, sigma 1.5, population covariance, valid border) in
+def _hwc(t: torch.Tensor) -> np.ndarray:
+    return t.permute(1, 2, 0).numpy()
+
+
+def test_ssim_default_is_skimage_defaults_on_photos(photos128):
+    # the authors' call (test.py): structural_similarity(img1, img2, channel_axis=2, data_range=1)
+    # with every other setting at skimage's default (7x7 uniform window, sample covariance)
+    x = photos128.double()
+    for y in (_noisy(x, 0.08, seed=3), torch.flip(x, dims=(2, 3)),
+              (x * 255).floor() / 255):
+        ours = M.ssim(y, x)
+        for i in range(x.shape[0]):
+            ref = structural_similarity(_hwc(x[i]), _hwc(y[i]), channel_axis=2, data_range=1)
+            assert float(ours[i]) == pytest.approx(ref, abs=1e-9)
+    # the float32 tensors the authors feed (ToTensor of 8-bit images) agree to float32 rounding
+    y = _noisy(x, 0.08, seed=3).float()
+    ref = structural_similarity(_hwc(x[0].float()), _hwc(y[0]), channel_axis=2, data_range=1)
+    assert float(M.ssim(y, x.float())[0]) == pytest.approx(ref, abs=1e-6)
+    assert torch.allclose(M.ssim(x, x), torch.ones(3, dtype=torch.float64))
+    with pytest.raises(ValueError):
+        M.ssim(x, x[..., :32])
+    with pytest.raises(ValueError, match="window"):
+        M.ssim(x, x, window="box")
+
+
+def test_ssim_gaussian_option_matches_skimage_rgb_and_gray(photos64):
+    # Wang et al.'s window (Gaussian 11, sigma 1.5, population covariance, valid border) in
     # float64 on both sides: only the summation order differs, so 1e-6 is generous.
     x = photos64.double()
     y = _noisy(x, 0.08, seed=3)
-    ours = M.ssim(y, x)
+    ours = M.ssim(y, x, window="gaussian")
     for i in range(x.shape[0]):
         ref = structural_similarity(
-            x[i].permute(1, 2, 0).numpy(), y[i].permute(1, 2, 0).numpy(), data_range=1.0,
+            _hwc(x[i]), _hwc(y[i]), data_range=1.0,
             channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
         assert float(ours[i]) == pytest.approx(ref, abs=1e-6)
     # grayscale: the gray image replicated to 3 channels has the gray image's SSIM
     gx, gy = x[:, :1].expand(-1, 3, -1, -1), y[:, :1].expand(-1, 3, -1, -1)
     ref = structural_similarity(x[0, 0].numpy(), y[0, 0].numpy(), data_range=1.0,
                                 gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
-    assert float(M.ssim(gy, gx)[0]) == pytest.approx(ref, abs=1e-6)
+    assert float(M.ssim(gy, gx, window="gaussian")[0]) == pytest.approx(ref, abs=1e-6)
     # float32 inputs agree with float64
-    assert torch.allclose(M.ssim(y.float(), x.float()), ours, atol=1e-5)
-    assert torch.allclose(M.ssim(x, x), torch.ones(3, dtype=torch.float64))
-    with pytest.raises(ValueError):
-        M.ssim(x, x[..., :32])
+    assert torch.allclose(M.ssim(y.float(), x.float(), window="gaussian"), ours, atol=1e-5)
 
 
 def test_q_score():
@@ -119,7 +143,16 @@ def test_clean_cost_and_match_size(photos64):
     assert cost["gain"] == pytest.approx((0 + 0.25 + 0.25) / 3)
     assert cost["abs_gain_norm"] == pytest.approx((0 + 0.05 + 0.1) / 3)
     assert cost["srocc"] == pytest.approx(spearmanr([1, 2, 4], [1, 2.5, 3])[0])
-    small = photos64[:, :, :32, :40]
-    resized = M.match_size(small, photos64)
-    assert resized.shape == photos64.shape
     assert M.match_size(photos64, photos64) is photos64
+
+
+def test_match_size_is_torchvision_tensor_resize_without_antialias(photos64):
+    # the authors resize a purifier's output back with torchvision.transforms.Resize((h, w)) on
+    # tensors; in the torchvision versions they pinned (0.14 / 0.15) that is bilinear without
+    # antialiasing
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.functional import resize
+
+    for small in (photos64[:, :, :32, :40], torch.nn.functional.interpolate(photos64, scale_factor=4)):
+        ref = resize(small, [64, 64], interpolation=InterpolationMode.BILINEAR, antialias=False)
+        torch.testing.assert_close(M.match_size(small, photos64), ref.clamp(0, 1), atol=1e-6, rtol=0)

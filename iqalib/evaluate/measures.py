@@ -15,15 +15,24 @@ Score measures take arrays of scores (torch tensors, numpy arrays or lists; ``[N
   clean scores unless a fixed ``score_range`` is given.
 - :func:`clean_cost` what a purifier does to clean inputs: ``f(clean)`` vs ``f(purify(clean))``.
 
-Image measures take batches ``[B,3,H,W]`` in [0,1] and return ``[B]`` (float64, CPU):
+Image measures take batches ``[B,3,H,W]`` in [0,1] and return ``[B]`` (float64, CPU). They
+follow the authors' evaluation code (``test.py`` of wianluna/adversarial_purification and
+``metrics.py`` of msu-video-group/adversarial-defenses-for-iqa, both scikit-image):
 
-- :func:`psnr` ``10 log10(1 / MSE)``, capped at :data:`PSNR_CAP` = 150 dB, which is also the
-  value where the images are identical (MSE = 0), so Q stays finite (the study's convention).
-- :func:`ssim` Wang et al. (2004) SSIM computed with ``kornia.metrics.ssim`` on the RGB channels:
-  11x11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03, data range 1, 'valid' padding
-  (border pixels whose window leaves the image are not averaged), mean over channels and pixels.
-  This is what ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
-  use_sample_covariance=False, data_range=1, channel_axis=...)`` computes; the tests check it.
+- :func:`psnr` ``10 log10(1 / MSE)`` (``skimage.metrics.peak_signal_noise_ratio``,
+  ``data_range=1``). Where the images are identical (MSE = 0) skimage gives inf; we give
+  :data:`PSNR_CAP` = 150 dB there, the value the authors' ``test.py`` substitutes, so Q stays
+  finite. Everywhere else the value is skimage's, uncapped.
+- :func:`ssim` ``skimage.metrics.structural_similarity(x, y, channel_axis=2, data_range=1)``
+  with skimage's defaults, as the authors call it: a 7x7 uniform window, sample covariance
+  (``N / (N - 1)``), K1 = 0.01, K2 = 0.03, the 3-pixel border whose window leaves the image
+  dropped, mean over pixels then channels. ``window="gaussian"`` gives Wang et al.'s (2004)
+  11x11 Gaussian window (sigma 1.5, population covariance), as kornia and
+  ``structural_similarity(gaussian_weights=True, use_sample_covariance=False)`` compute it.
+- :func:`match_size` resizes a purifier's output back to the clean image's size before PSNR /
+  SSIM, as the authors' evaluation does with ``torchvision.transforms.Resize((h, w))`` on
+  tensors: bilinear, ``align_corners=False``, no antialiasing (the tensor default of the
+  torchvision versions they pinned, 0.14 / 0.15).
 - :func:`q_score` ``Q = (SSIM + PSNR / 80) / 2``.
 """
 from __future__ import annotations
@@ -40,7 +49,7 @@ from torch import Tensor
 PSNR_CAP = 150.0
 #: the MSU benchmark's epsilon in the robustness score's denominator
 ROBUSTNESS_EPS = 1e-6
-#: SSIM window (Wang et al. 2004)
+#: the Gaussian SSIM window's size (Wang et al. 2004)
 SSIM_WINDOW = 11
 
 
@@ -167,35 +176,68 @@ def _images(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def match_size(purified: Tensor, like: Tensor) -> Tensor:
-    """Bilinear (antialiased) resize of ``purified`` to ``like``'s size, for purifiers that
-    change the size (random crop, resize): PSNR/SSIM need equal shapes."""
+    """``purified`` resized to ``like``'s size for PSNR / SSIM (purifiers that change the size:
+    random crop, resize, Real-ESRGAN's x4 output): bilinear, ``align_corners=False``, no
+    antialiasing, i.e. ``torchvision.transforms.Resize((h, w))`` on tensors in the torchvision
+    versions the authors pinned. Same-size batches are returned as they are."""
     if purified.shape[-2:] == like.shape[-2:]:
         return purified
     return F.interpolate(purified, size=like.shape[-2:], mode="bilinear", align_corners=False,
-                         antialias=True).clamp(0, 1)
+                         antialias=False).clamp(0, 1)
 
 
 def psnr(x: Tensor, y: Tensor, *, data_range: float = 1.0, cap: float = PSNR_CAP) -> Tensor:
-    """Per-image PSNR in dB (``[B]`` float64, CPU), capped at ``cap`` = 150, also where MSE = 0."""
+    """Per-image PSNR in dB (``[B]`` float64, CPU): skimage's ``peak_signal_noise_ratio``,
+    except that identical images (MSE = 0, where skimage gives inf) get ``cap`` = 150."""
     x, y = _images(x, y)
     mse = (x - y).pow(2).flatten(1).mean(1)
     with torch.no_grad():
-        val = 10 * torch.log10(data_range ** 2 / mse)  # inf where mse == 0
-    return val.clamp(max=cap).nan_to_num(nan=cap).cpu()
+        val = 10 * torch.log10(data_range ** 2 / mse.clamp_min(torch.finfo(mse.dtype).tiny))
+        val = torch.where(mse == 0, torch.full_like(val, cap), val)
+    return val.cpu()
 
 
-def ssim(x: Tensor, y: Tensor, *, window_size: int = SSIM_WINDOW, data_range: float = 1.0) -> Tensor:
-    """Per-image SSIM (``[B]`` float64, CPU): kornia's Gaussian-window SSIM (sigma 1.5), 'valid'
-    padding, averaged over RGB channels and pixels. Images smaller than the window use the
-    largest odd window that fits."""
-    import kornia
+#: the SSIM windows :func:`ssim` offers
+SSIM_WINDOWS = ("uniform", "gaussian")
 
+
+def _ssim_uniform(x: Tensor, y: Tensor, win: int, data_range: float) -> Tensor:
+    # skimage's default path: box filter of `win` pixels, sample covariance, 'valid' region
+    n = win * win
+    cov_norm = n / (n - 1)
+    maps = torch.cat([x, y, x * x, y * y, x * y], dim=1)
+    means = F.avg_pool2d(maps, win, stride=1)
+    mx, my, mxx, myy, mxy = means.split(x.shape[1], dim=1)
+    vx, vy = cov_norm * (mxx - mx * mx), cov_norm * (myy - my * my)
+    vxy = cov_norm * (mxy - mx * my)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return s.mean(dim=(2, 3)).mean(dim=1)
+
+
+def ssim(x: Tensor, y: Tensor, *, window: str = "uniform", window_size: int | None = None,
+         data_range: float = 1.0) -> Tensor:
+    """Per-image SSIM (``[B]`` float64, CPU), averaged over pixels and the RGB channels.
+
+    ``window="uniform"`` (default): scikit-image's ``structural_similarity`` with its defaults
+    (7x7 box window, sample covariance), what the authors' ``test.py`` reports.
+    ``window="gaussian"``: Wang et al.'s 11x11 Gaussian window (sigma 1.5, population
+    covariance) through ``kornia.metrics.ssim``. ``window_size`` overrides the size (odd).
+    Images smaller than the window use the largest odd window that fits (skimage would raise).
+    """
+    if window not in SSIM_WINDOWS:
+        raise ValueError(f"ssim window must be one of {SSIM_WINDOWS}, got {window!r}")
     x, y = _images(x, y)
-    win = min(window_size, x.shape[-1], x.shape[-2])
+    size = window_size or (7 if window == "uniform" else SSIM_WINDOW)
+    win = min(int(size), x.shape[-1], x.shape[-2])
     win = win if win % 2 else win - 1
-    if win < 1:
+    if win < 1 or (window == "uniform" and win < 2):
         raise ValueError(f"images of size {tuple(x.shape[-2:])} are too small for SSIM")
     with torch.no_grad():
+        if window == "uniform":
+            return _ssim_uniform(x, y, win, data_range).cpu()
+        import kornia
+
         # kornia's sigma is fixed at 1.5 for its Gaussian window, as in Wang et al.
         m = kornia.metrics.ssim(x, y, win, max_val=data_range, padding="valid")
     return m.flatten(1).mean(1).cpu()
@@ -212,6 +254,7 @@ def q_score(ssim_value, psnr_value):
 __all__ = [
     "PSNR_CAP",
     "ROBUSTNESS_EPS",
+    "SSIM_WINDOWS",
     "abs_gain_norm",
     "clean_cost",
     "gain",
