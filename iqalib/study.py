@@ -14,8 +14,8 @@ its name to every notebook as ``PROFILE`` (``notebooks/params/<profile>.yaml`` c
   MetaIQA and SPAQ (``make weights``), the ten attacks, the sixteen purifiers, DiffPure at the
   MSU group's t = 5. Meant for one GPU.
 - ``rehearsal``: the paper profile's metrics, attacks, purifiers and notebooks on 2 NIPS'17
-  images with CPU-sized settings (DiffPure t = 1 with the prior that is present, the guided
-  UNet when its weights are), to check that the paper path runs end to end (with stand-in
+  images with CPU-sized settings (DiffPure at t = 5 with the prior that is present, the guided
+  UNet when its weights are; a one-image t sweep), to check that the paper path runs end to end (with stand-in
   checkpoints, say) before a GPU is spent on it. Its numbers mean nothing.
 
 This module is plain data plus small accessors and imports nothing heavy (registry look-ups
@@ -113,8 +113,9 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
         "metrics": list(PAPER_METRICS),
         "attacks": {m: list(PAPER_ATTACKS) for m in PAPER_METRICS},
         "purifiers": list(BASELINE_PURIFIERS),
-        # one call of the guided UNet per image and step: seconds each on a CPU
-        "diffusion_t": 1,
+        # the smallest t with a registry preset; each step is one call of the guided UNet per
+        # image, about ten seconds on a CPU
+        "diffusion_t": 5,
         "batch_size": 2,
     },
 }
@@ -156,8 +157,8 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
                             "t": [5, 10, 20, 50]}},
         "paper": {"sweep": {"metric": "linearity", "attack": "ifgsm", "n_images": 1000,
                             "t": [5, 10, 20, 30, 50, 100, 150]}},
-        "rehearsal": {"sweep": {"metric": "linearity", "attack": "ifgsm", "n_images": 2,
-                                "t": [1, 2]}},
+        "rehearsal": {"sweep": {"metric": "linearity", "attack": "ifgsm", "n_images": 1,
+                                "t": [5]}},
     },
     "07_results_tables": {p: {} for p in PROFILES},
     # purify(clean) vs clean: every purifier of the results tables (DiffPure at the grid's t)
@@ -191,7 +192,7 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "paper": {"compare": {"metric": "metaiqa", "attacks": list(PAPER_ATTACKS),
                               "defenses": ["identity", *PAPER_PURIFIERS]}},
         "rehearsal": {"compare": {"metric": "metaiqa", "attacks": ["ifgsm", "advcf"],
-                                  "defenses": ["identity", "flip", "jpeg", "diffpure:t1"]}},
+                                  "defenses": ["identity", "flip", "jpeg", "diffpure:t5"]}},
     },
 }
 

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 
 from iqalib.evaluate import tables
-from iqalib.evaluate.grid import COLUMNS, load_results
+from iqalib.evaluate.store import COLUMNS, load_results
 
 
 def _tidy() -> pd.DataFrame:
@@ -36,7 +36,7 @@ def _tidy() -> pd.DataFrame:
                         "time_attack_s": 0.5, "time_defense_s": 0.0 if defense == "none" else 0.1,
                         "git_sha": "abc", "metric_range_lo": lo, "metric_range_hi": hi,
                         "metric_lower_better": False, "attack_spec": attack,
-                        "defense_spec": defense})
+                        "defense_spec": defense, "image_sha": f"sha{i}"})
     df = pd.DataFrame(rows)[COLUMNS]
     return df.sample(frac=1.0, random_state=int(rng.integers(100))).reset_index(drop=True)
 
@@ -102,3 +102,134 @@ def test_cli_prints_tables(tmp_path, capsys):
     assert "SROCC" in out and "jpeg:q50" in out and "clean-image cost" in out
     back = pd.read_csv(tmp_path / "t.csv", index_col=0)
     assert list(back.columns) == tables.PAPER_COLUMNS
+
+
+# --- derivations the notebooks show ---------------------------------------------------------------
+def test_attack_effect_against_direct_computation(tmp_path, toy_lower_metric, photos64):
+    import iqalib
+    from iqalib.attacks.cache import AttackCache
+    from iqalib.evaluate.grid import TensorImages, run_grid
+    from skimage.metrics import peak_signal_noise_ratio
+
+    imgs = TensorImages(photos64, name="toy")
+    df = run_grid([toy_lower_metric], ["ifgsm"], ["none", "flip"], imgs, progress=False,
+                  out=tmp_path / "run", cache=tmp_path / "adv")
+    eff = tables.attack_effect(df)
+    assert len(eff) == 1 and eff.n.iloc[0] == 3  # only the undefended rows count
+    base = df[df.defense == "identity"]
+    lo, hi = toy_lower_metric.score_range
+    want = -(base.score_attacked - base.score_clean) / (hi - lo)  # lower is better: sign -1
+    assert eff["score_change/range"].iloc[0] == pytest.approx(want.mean())
+    assert eff["score_change/range"].iloc[0] > 0  # the attack made the toy metric "better"
+    assert eff["improved"].iloc[0] == pytest.approx((want > 0).mean())
+    # PSNR of attacked vs clean, from the cached attacked images, by skimage
+    atk = iqalib.load_attack("ifgsm", toy_lower_metric, seed=0)
+    x_adv = AttackCache(tmp_path / "adv").get_or_run(atk, toy_lower_metric.name, imgs, imgs.ids, 0)
+    ref = [peak_signal_noise_ratio(photos64[i].numpy(), x_adv[i].numpy(), data_range=1.0)
+           for i in range(3)]
+    assert eff.PSNR.iloc[0] == pytest.approx(np.mean(ref), rel=1e-4)
+    with pytest.raises(ValueError, match="no undefended rows"):
+        tables.attack_effect(df[df.defense != "identity"])
+
+
+def test_attack_effect_orients_each_metric():
+    df = _tidy()
+    eff = tables.attack_effect(df).set_index(["metric", "attack"])
+    # m1: range 100, boost 0.3 of the range x (1 + 0.1 i): mean 0.3 * 1.15
+    assert eff.loc[("m1", "a1"), "score_change/range"] == pytest.approx(0.3 * 1.15)
+    flipped = df.assign(metric_lower_better=True, score_attacked=2 * df.score_clean - df.score_attacked)
+    eff2 = tables.attack_effect(flipped).set_index(["metric", "attack"])
+    np.testing.assert_allclose(eff2["score_change/range"], eff["score_change/range"])
+
+
+def test_best_purifiers_direction():
+    t = pd.DataFrame({"SROCC": [0.9, 0.5, 0.95, np.nan, 0.7], "Gain": [0.1, 0.3, 0.05, 0.0, 0.2]},
+                     index=["none", "a", "b", "c", "d"])
+    assert tables.best_purifiers(t, 2, by="SROCC") == ["b", "d"]
+    assert tables.best_purifiers(t, 2, by="Gain") == ["c", "b"]  # the baseline never counts
+    t.index = ["identity", "a", "diffpure:t10", "c", "d"]
+    assert tables.best_purifiers(t, 2, by="SROCC", exclude=("diffpure",)) == ["d", "a"]
+
+
+def test_flip_comparison_puts_ours_beside_the_paper():
+    from iqalib.study import PAPER_FLIP_ROW
+
+    t = pd.DataFrame({"Q": [0.5], "Gain": [0.2], "PSNR": [20.0], "SSIM": [0.6], "SROCC": [0.8]},
+                     index=["flip"])
+    c = tables.flip_comparison(t)
+    assert c.iloc[:, 0].to_dict() == PAPER_FLIP_ROW
+    assert c["ours"].tolist() == [0.5, 0.2, 20.0, 0.6, 0.8]
+    two = tables.flip_comparison({"m": t, "no flip": t.rename(index={"flip": "jpeg"})})
+    assert two["ours: m"].tolist() == [0.5, 0.2, 20.0, 0.6, 0.8]
+    assert two["ours: no flip"].isna().all()
+
+
+def _diffpure_tidy() -> pd.DataFrame:
+    """The toy table's jpeg rows relabelled as DiffPure at t = 5, 10 and 50."""
+    df = _tidy()
+    j = df[df.defense == "jpeg"]
+    frames = []
+    for t, undo in ((5, 0.2), (10, 0.5), (50, 0.9)):
+        dp = j.copy()
+        dp["defense"], dp["defense_spec"] = "diffpure", f"diffpure:t{t}"
+        dp["defense_params"] = f'{{"prior": "ffdnet", "t": {t}, "sampler": "ddpm"}}'
+        dp["score_def_attacked"] = dp.score_attacked - undo * (dp.score_attacked - dp.score_clean)
+        comp = dp.copy()
+        comp["defense"], comp["defense_spec"] = "diffpure-unsharp", f"diffpure-unsharp:t{t}"
+        comp["defense_params"] = ('{"parts": [["diffpure", {"prior": "guided", "t": %d, '
+                                  '"sampler": "ddpm"}], ["unsharp", {}]]}' % t)
+        frames += [dp, comp]
+    return pd.concat([df, *frames], ignore_index=True)
+
+
+def test_diffpure_priors_reads_defense_params_in_numeric_t_order():
+    p = tables.diffpure_priors(_diffpure_tidy())
+    assert list(p.purifier) == ["diffpure:t5", "diffpure:t10", "diffpure:t50",
+                                "diffpure-unsharp:t5", "diffpure-unsharp:t10",
+                                "diffpure-unsharp:t50"]
+    assert set(p[p.purifier.str.startswith("diffpure:")].prior) == {"ffdnet"}
+    assert set(p[p.purifier.str.startswith("diffpure-unsharp")].prior) == {"guided"}
+    assert (p.rows == 2 * 2 * 4).all() and list(p.t[:3]) == [5, 10, 50]
+
+
+def test_diffpure_sweep_orders_t_as_numbers_and_matches_the_paper_table():
+    df = _diffpure_tidy()
+    sw = tables.diffpure_sweep(df)
+    one = sw[sw.purifier == "diffpure"]
+    assert list(one.t) == [5, 10, 50]
+    # undoing 20 / 50 / 90 % of the attack: Gain/range falls with t
+    assert one["Gain/range"].is_monotonic_decreasing
+    pt = tables.paper_table(df)
+    for t in (5, 10, 50):
+        row = one[one.t == t].iloc[0]
+        assert row["Gain/range"] == pytest.approx(pt.loc[f"diffpure:t{t}", "Gain/range"])
+        assert row["SROCC"] == pytest.approx(pt.loc[f"diffpure:t{t}", "SROCC"])
+    assert set(sw[sw.purifier == "diffpure-unsharp"].prior) == {"guided"}
+    with pytest.raises(ValueError, match="no DiffPure rows"):
+        tables.diffpure_sweep(_tidy())
+
+
+def test_rank_agreement_orients_lower_is_better():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=6)
+    s = pd.DataFrame({"up": a, "down": -3 * a + 1, "other": rng.normal(size=6)})
+    s.attrs["lower_better"] = ["down"]
+    agree = tables.rank_agreement(s)
+    assert agree.loc["up", "down"] == pytest.approx(1.0)
+    assert spearmanr(s["up"], s["down"])[0] == pytest.approx(-1.0)
+    assert agree.loc["up", "other"] == pytest.approx(spearmanr(s["up"], s["other"])[0])
+
+
+def test_components_and_weights_tables_follow_the_declarations():
+    from iqalib import weights
+    from iqalib.metrics import Linearity
+
+    t = tables.metrics_table().set_index("metric")
+    assert t.loc["brisque", "runs offline"] and t.loc["effnet-iqa", "runs offline"]
+    assert t.loc["linearity", "checkpoints"] == ", ".join(Linearity.weights)
+    assert bool(t.loc["linearity", "runs offline"]) == all(
+        weights.is_available(c) for c in Linearity.weights)
+    w = tables.weights_table().set_index("checkpoint")
+    assert set(w.index) == set(weights.CATALOGUE)
+    assert "metric linearity" in w.loc[Linearity.weights[0], "used_by"]
+    assert tables.declared_weights("metric", "linearity-p1q2") == tuple(Linearity.weights)

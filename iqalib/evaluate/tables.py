@@ -8,6 +8,15 @@
   metric x attack x defense value.
 - :func:`pivot` defense x attack (or metric) for heatmaps, averaged over the other axis.
 - :func:`clean_cost_table` per metric x defense: ``f(clean)`` vs ``f(purify(clean))``.
+- :func:`attack_effect` per metric x attack, from the undefended rows: how far the attack moved
+  the metric, PSNR / SSIM of attacked vs clean, time.
+- :func:`flip_comparison` the paper's Flip row beside ours.
+- :func:`diffpure_priors` / :func:`diffpure_sweep` which prior and t produced the DiffPure rows,
+  and the measures per purifier x t (t ordered as a number).
+- :func:`best_purifiers` the k best rows of a paper table by a measure.
+- :func:`rank_agreement` Spearman correlation between metrics, oriented higher = better.
+- :func:`components_table` / :func:`metrics_table` / :func:`weights_table` which registered
+  components need which checkpoints (from their ``weights`` declarations) and which are here.
 
 Defenses and attacks are labelled by the spec they were run with (``jpeg:q30``) when the table
 has ``defense_spec`` / ``attack_spec`` columns, else by name. The normalised gain uses the
@@ -16,6 +25,8 @@ has ``defense_spec`` / ``attack_spec`` columns, else by name. The normalised gai
 from __future__ import annotations
 
 import argparse
+import json
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -79,9 +90,15 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     return res.rename(columns={"attack_label": "attack", "defense_label": "defense"})
 
 
+def _is_baseline(label) -> bool:
+    from ..defenses import is_baseline
+
+    return is_baseline(str(label))
+
+
 def _defense_order(labels) -> list[str]:
     labels = list(dict.fromkeys(labels))
-    base = [x for x in labels if x in ("none", "identity")]
+    base = [x for x in labels if _is_baseline(x)]
     return base + sorted(x for x in labels if x not in base)
 
 
@@ -123,9 +140,198 @@ def clean_cost_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def attack_effect(df: pd.DataFrame) -> pd.DataFrame:
+    """How far each attack moved each metric, from the undefended rows (the baseline defense,
+    ``"none"``): per metric x attack the mean oriented normalised score change
+    ``sign * (f(x_adv) - f(x)) / range`` (:func:`~iqalib.evaluate.measures.score_change`;
+    positive = the attack "improved" the score, 1 = a whole range), the share of images it
+    improved, PSNR / SSIM of attacked vs clean and the attack's time per image."""
+    base = df[df["defense"].map(_is_baseline)].copy()
+    if base.empty:
+        raise ValueError("no undefended rows (defense 'none') in the table: run the grid with "
+                         "'none' among the defenses")
+    base["moved"] = np.nan
+    for (lo, hi, lower), g in base.groupby(["metric_range_lo", "metric_range_hi",
+                                            "metric_lower_better"]):
+        base.loc[g.index, "moved"] = measures.score_change(
+            g["score_clean"], g["score_attacked"], score_range=(lo, hi), lower_better=bool(lower))
+    base["attack_label"] = _label(base, "attack")
+    g = base.groupby(["metric", "attack_label"], sort=True)
+    return pd.DataFrame({
+        "n": g.size(),
+        "score_change/range": g["moved"].mean(),
+        "improved": g["moved"].apply(lambda v: float((v > 0).mean())),
+        "PSNR": g["psnr"].mean(), "SSIM": g["ssim"].mean(),
+        "time_attack_s": g["time_attack_s"].mean(),
+    }).reset_index().rename(columns={"attack_label": "attack"})
+
+
+def flip_comparison(tables: pd.DataFrame | dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The paper's Flip row (:data:`iqalib.study.PAPER_FLIP_ROW`) next to ours: ``tables`` is a
+    :func:`paper_table` or a dict ``label -> paper table`` (e.g. one per metric and
+    ``"overall"``), giving one column each (NaN where flip did not run)."""
+    from ..study import PAPER_FLIP_ROW
+
+    if isinstance(tables, pd.DataFrame):
+        tables = {"ours": tables}
+    cols = list(PAPER_FLIP_ROW)
+    out = {"paper (NIPS'17; Linearity, MetaIQA, SPAQ)": [PAPER_FLIP_ROW[c] for c in cols]}
+    for label, t in tables.items():
+        row = t.loc["flip"] if "flip" in t.index else pd.Series(dtype=float)
+        out["ours" if label == "ours" else f"ours: {label}"] = [
+            float(row.get(c, float("nan"))) for c in cols]
+    return pd.DataFrame(out, index=cols)
+
+
+def _diffpure_params(params: str) -> dict:
+    """DiffPure's settings from a row's ``defense_params`` (a composition such as DiffPure +
+    Unsharp records its parts; DiffPure is the first)."""
+    p = json.loads(params)
+    if "parts" in p:
+        p = p["parts"][0][1]
+    return p
+
+
+def _diffpure_rows(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["defense"].astype(str).str.startswith("diffpure")]
+
+
+def diffpure_priors(df: pd.DataFrame) -> pd.DataFrame:
+    """Which prior produced each DiffPure row set: one row per DiffPure spec and settings with
+    its prior (``ffdnet``: the offline FFDNet denoiser; ``guided``: the guided-diffusion
+    256x256 UNet), t, sampler and the number of result rows, read from ``defense_params``;
+    ordered by purifier, then t as a number."""
+    rows = []
+    sub = _diffpure_rows(df)
+    for (spec, params), g in sub.groupby([_label(sub, "defense"), "defense_params"], sort=True):
+        p = _diffpure_params(params)
+        rows.append({"purifier": spec, "prior": p.get("prior"), "t": p.get("t"),
+                     "sampler": p.get("sampler"), "rows": len(g)})
+    out = pd.DataFrame(rows, columns=["purifier", "prior", "t", "sampler", "rows"])
+    out["_name"] = out["purifier"].str.split(":").str[0]
+    return out.sort_values(["_name", "t"], kind="stable").drop(columns="_name").reset_index(
+        drop=True)
+
+
+def diffpure_sweep(df: pd.DataFrame) -> pd.DataFrame:
+    """DiffPure's t sweep: one row per purifier (``diffpure``, ``diffpure-unsharp``) x t, with
+    t read from ``defense_params`` as a number (so 5 < 10 < 50, not "t10" < "t5") and the
+    prior; columns ``purifier``, ``t``, ``prior``, ``n``, ``Gain/range``, ``Gain``, ``PSNR``,
+    ``SSIM``, ``SROCC``, ``time_s`` (each the mean over metrics and attacks of the per metric
+    x attack value, as in :func:`paper_table`)."""
+    sub = _diffpure_rows(df)
+    if sub.empty:
+        raise ValueError("no DiffPure rows in the table")
+    s = summary(sub)
+    settings = {lab: _diffpure_params(p) for lab, p in
+                zip(_label(sub, "defense"), sub["defense_params"])}
+    s["purifier"] = s["defense"].str.split(":").str[0]
+    s["t"] = s["defense"].map(lambda lab: settings[lab].get("t"))
+    s["prior"] = s["defense"].map(lambda lab: settings[lab].get("prior"))
+    out = s.groupby(["purifier", "t", "prior"], sort=True).agg(
+        n=("n", "sum"), gain_norm=("abs_gain_norm", "mean"), gain=("gain", "mean"),
+        psnr=("psnr", "mean"), ssim=("ssim", "mean"), srocc=("srocc", "mean"),
+        time_s=("time_s", "mean")).reset_index()
+    return out.rename(columns={"gain_norm": "Gain/range", "gain": "Gain", "psnr": "PSNR",
+                               "ssim": "SSIM", "srocc": "SROCC"})
+
+
+def best_purifiers(table: pd.DataFrame, k: int = 3, *, by: str = "SROCC",
+                   exclude: tuple[str, ...] = ()) -> list[str]:
+    """The ``k`` best purifiers of a :func:`paper_table` by ``by`` (SROCC, Q, PSNR, SSIM: higher
+    is better; Gain, Gain/range, time: lower is better), ignoring NaNs, the undefended baseline
+    and the purifiers named in ``exclude`` (with any preset: ``"diffpure"`` also drops
+    ``"diffpure:t10"``)."""
+    drop = [i for i in table.index if _is_baseline(i) or str(i) in exclude
+            or str(i).split(":")[0] in exclude]
+    t = table.drop(index=drop)[by].dropna()
+    ascending = by in ("Gain", "Gain/range", "time_s")
+    return list(t.sort_values(ascending=ascending, kind="stable").index[:k])
+
+
+def rank_agreement(scores: pd.DataFrame) -> pd.DataFrame:
+    """Spearman correlation between metrics across images (``scores``: image x metric, as
+    :func:`iqalib.evaluate.experiments.metric_scores` returns), every metric oriented so that
+    higher = better: the columns named in ``scores.attrs["lower_better"]`` are negated first."""
+    oriented = scores.copy()
+    for c in scores.attrs.get("lower_better", []):
+        if c in oriented:
+            oriented[c] = -oriented[c]
+    return oriented.corr(method="spearman")
+
+
+# --- which components need which checkpoints ----------------------------------------------------
+def _registry(kind: str):
+    from .. import attacks, defenses, metrics  # noqa: F401  (registers every component)
+    from ..registry import ATTACKS, DEFENSES, METRICS
+
+    regs = {"metric": METRICS, "attack": ATTACKS, "defense": DEFENSES}
+    if kind not in regs:
+        raise ValueError(f"kind must be one of {', '.join(regs)}, got {kind!r}")
+    return regs[kind]
+
+
+def declared_weights(kind: str, name: str) -> tuple[str, ...]:
+    """The catalogue names (:data:`iqalib.weights.CATALOGUE`) of the checkpoints a registered
+    metric, attack or defense declares it needs: the ``weights`` of its registry factory (a
+    class such as an :class:`~iqalib.metrics.base.IQAMetric` subclass, or a function carrying
+    ``weights``), else of the class the factory function is annotated to return."""
+    factory = _registry(kind).entry(name).factory
+    declared = getattr(factory, "weights", None)
+    if declared is None and not isinstance(factory, type):
+        try:
+            returned = typing.get_type_hints(factory).get("return")
+        except Exception:  # noqa: BLE001 - an unresolvable annotation declares nothing
+            returned = None
+        declared = getattr(returned, "weights", None)
+    return tuple(declared) if isinstance(declared, (tuple, list)) else ()
+
+
+def components_table(kind: str = "metric") -> pd.DataFrame:
+    """Every registered ``kind`` ("metric", "attack", "defense"): its tags, the checkpoints it
+    declares, whether they are all here (so it runs without downloads) and the commands that
+    fetch the missing ones."""
+    from .. import weights
+
+    rows = []
+    reg = _registry(kind)
+    for name in reg.names():
+        need = declared_weights(kind, name)
+        missing = [c for c in need if not weights.is_available(c)]
+        rows.append({kind: name, "tags": ", ".join(reg.entry(name).tags),
+                     "checkpoints": ", ".join(need) or "-",
+                     "runs offline": not missing,
+                     "to enable": " ; ".join(f"make weights WEIGHTS={c}" for c in missing)})
+    return pd.DataFrame(rows, columns=[kind, "tags", "checkpoints", "runs offline", "to enable"])
+
+
+def metrics_table() -> pd.DataFrame:
+    """:func:`components_table` of the metrics."""
+    return components_table("metric")
+
+
+def weights_table() -> pd.DataFrame:
+    """The checkpoint catalogue (:data:`iqalib.weights.CATALOGUE`): one row per file with the
+    components that declare it (``used_by``), the catalogue's note on it, its licence, whether
+    it is here and the command that fetches it."""
+    from .. import weights
+
+    users: dict[str, list[str]] = {}
+    for kind in ("metric", "attack", "defense"):
+        for name in _registry(kind).names():
+            for ck in declared_weights(kind, name):
+                users.setdefault(ck, []).append(f"{kind} {name}")
+    rows = [{"checkpoint": name, "file": s.filename, "used_by": ", ".join(users.get(name, [])),
+             "note": s.used_by, "licence": s.licence, "available": weights.is_available(name),
+             "fetch": f"make weights WEIGHTS={name}" if s.url else "manual (see catalogue)"}
+            for name, s in weights.CATALOGUE.items()]
+    return pd.DataFrame(rows, columns=["checkpoint", "file", "used_by", "note", "licence",
+                                       "available", "fetch"])
+
+
 def cli(argv: list[str] | None = None) -> int:
     """``python -m iqalib table data/results/quick [--by attack|metric --value srocc] [--csv F]``"""
-    from .grid import load_results
+    from .store import load_results
 
     p = argparse.ArgumentParser(prog="python -m iqalib table", description=cli.__doc__)
     p.add_argument("run", help="a run folder (with results.parquet or parts/) or a parquet file")
@@ -159,9 +365,19 @@ def cli(argv: list[str] | None = None) -> int:
 __all__ = [
     "PAPER_COLUMNS",
     "add_measures",
+    "attack_effect",
+    "best_purifiers",
     "clean_cost_table",
     "cli",
+    "components_table",
+    "declared_weights",
+    "diffpure_priors",
+    "diffpure_sweep",
+    "flip_comparison",
+    "metrics_table",
     "paper_table",
     "pivot",
+    "rank_agreement",
     "summary",
+    "weights_table",
 ]
