@@ -142,36 +142,69 @@ def test_median_matches_scipy(k, photos64):
         assert np.abs(y[i].numpy() - ref).max() < 1e-6
 
 
-def test_resize_and_upscale_match_torchvision(photos64):
-    from torchvision.transforms.v2 import functional as TF
+def test_resize_and_upscale_match_torchvision_tensor_resize(photos64):
+    # the authors: transforms.Resize((int(h*s), int(w*s))) on tensors (no antialias in their
+    # pinned torchvision), then nn.Upsample(size=<input size>, mode=...)
+    from torchvision.transforms.functional import resize
+
     x = photos64[:, :, :63, :50]
-    small = TF.resize(x, [31, 25], antialias=True)  # the MSU group's transforms.Resize
-    assert torch.allclose(make("resize")(x), small.clamp(0, 1), atol=1e-6)
-    up = torch.nn.functional.interpolate(small, size=(63, 50), mode="bicubic", align_corners=False)
-    assert torch.allclose(make("upscale-bicubic")(x), up.clamp(0, 1), atol=1e-6)
-    near = make("upscale-nearest")(x)
-    assert near.shape == x.shape
-    # nearest upsampling only repeats values of the small image
-    assert set(near[0, 0].unique().tolist()) <= set(small[0, 0].clamp(0, 1).unique().tolist())
+    small = resize(x, [31, 25], antialias=False)
+    assert torch.equal(make("resize")(x), small.clamp(0, 1))
+    for mode in ("bilinear", "bicubic", "nearest"):
+        up = torch.nn.Upsample(size=(63, 50), mode=mode)(small)
+        assert torch.equal(make(f"upscale-{mode}")(x), up.clamp(0, 1)), mode
+    # the antialiased variant is an option, and it is a different image
+    smooth = resize(x, [31, 25], antialias=True)
+    assert torch.allclose(make("resize:antialias")(x), smooth.clamp(0, 1), atol=1e-6)
+    assert not torch.allclose(smooth, small, atol=1e-3)
+    # sizes: int() of the float32 product, as their torch.tensor(shape) * scale
+    assert make("resize", scale=0.1)(photos64[:, :, :59, :61]).shape[-2:] == (5, 6)
 
 
-def test_rotate_matches_torchvision_and_is_seeded(photos64):
+def test_rotate_default_is_torchvision_random_rotation(photos64):
     import torchvision.transforms.functional as TF
+    from scipy.stats import kstest
     from torchvision.transforms import InterpolationMode
 
     r = make("rotate")
+    assert (r.angle, r.sampling, r.interpolation, r.padding) == (5.0, "uniform", "nearest", "zeros")
+    # RandomRotation(5): the angle is uniform on [-5, 5]
+    angles = r.sample_angles(4000, torch.Generator().manual_seed(0)).numpy()
+    assert angles.min() >= -5 and angles.max() <= 5
+    assert kstest(angles, "uniform", args=(-5, 10)).pvalue > 0.01
+    # nearest, fill 0, same size: torchvision's rotate with the drawn angles
     x = photos64
     angles = r.sample_angles(x.shape[0], torch.Generator().manual_seed(r.seed))
-    assert set(angles.abs().tolist()) == {5.0}
     y = r(x)
     for i in range(x.shape[0]):
-        ref = TF.rotate(x[i:i + 1], float(angles[i]), interpolation=InterpolationMode.NEAREST)
+        ref = TF.rotate(x[i:i + 1], float(angles[i]), interpolation=InterpolationMode.NEAREST,
+                        fill=0)
         assert torch.equal(y[i:i + 1], ref)
-    # a fresh generator draws fresh directions (EOT); the default seed repeats
+    # a fresh generator draws fresh angles (EOT); the default seed repeats
     draws = {tuple(r.sample_angles(8, torch.Generator().manual_seed(s)).tolist()) for s in range(5)}
     assert len(draws) > 1
-    u = make("rotate", sampling="uniform", angle=30).sample_angles(200, torch.Generator().manual_seed(0))
-    assert u.abs().max() <= 30 and u.std() > 10
+    assert torch.equal(r(x), y)
+
+
+def test_rotate_fixed_preset_turns_by_exactly_the_angle():
+    r = make("rotate:fixed")
+    assert r.sampling == "sign"
+    angles = r.sample_angles(64, torch.Generator().manual_seed(1))
+    assert set(angles.abs().tolist()) == {5.0} and len(set(angles.tolist())) == 2
+
+
+def test_jpeg_truncates_like_the_msu_code(photos64):
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    # between two 8-bit levels: theirs is (x * 255).type(torch.uint8), i.e. truncation
+    x = (photos64 + 0.7 / 255).clamp(0, 1)
+    ref = torch.stack([decode_jpeg(encode_jpeg((img * 255).type(torch.uint8), 50))
+                       for img in x]).float() / 255
+    assert torch.equal(make("jpeg")(x), ref)
+    rounded = make("jpeg:round")(x)
+    assert rounded.shape == x.shape and not torch.equal(rounded, ref)
+    # images on the 8-bit grid (attacked images are) are the same either way
+    assert torch.equal(make("jpeg")(photos64), make("jpeg:round")(photos64))
 
 
 def test_random_crop_is_a_window_of_the_input(photos64):
@@ -197,7 +230,7 @@ def test_presets_resolve():
     assert make("random-crop:s32").size == 32
     assert make("resize:x0.25").scale == 0.25
     assert make("upscale-bilinear:x0.75").scale == 0.75
-    assert len(DEFENSES.entry("jpeg").presets) == 10
+    assert len([p for p in DEFENSES.entry("jpeg").presets if p.startswith("q")]) == 10
     with pytest.raises(UnknownNameError, match="q30"):
         make("jpeg:q3O")
     with pytest.raises(UnknownNameError, match="median"):

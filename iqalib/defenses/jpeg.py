@@ -18,28 +18,36 @@ _QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
 
 
 def _check_quality(q) -> int:
-    q = int(q)
-    if not 1 <= q <= 100:
-        raise ValueError(f"JPEG quality must be in 1..100, got {q}")
-    return q
+    if isinstance(q, bool) or int(q) != q or not 1 <= int(q) <= 100:
+        raise ValueError(f"JPEG quality must be an integer in 1..100, got {q!r}")
+    return int(q)
 
 
-def to_uint8(x: Tensor) -> Tensor:
-    """[0,1] float -> uint8 by rounding (the MSU group's code truncates with ``.type(uint8)``,
-    which darkens every image by half a grey level on average; rounding is what PIL and
-    ``torchvision.utils.save_image`` do)."""
-    return (x.detach().clamp(0, 1) * 255).round().to(torch.uint8)
+#: how [0,1] floats become the codec's 8-bit input
+ROUNDINGS = ("truncate", "round")
 
 
-@DEFENSES.register("jpeg", presets={f"q{q}": {"quality": q} for q in _QUALITIES},
+def to_uint8(x: Tensor, rounding: str = "truncate") -> Tensor:
+    """[0,1] float -> uint8. ``"truncate"`` is the MSU group's ``(x * 255).type(torch.uint8)``
+    (images already on the 8-bit grid come back unchanged; anything between two levels goes
+    down, half a level darker on average); ``"round"`` is what PIL and
+    ``torchvision.utils.save_image`` do."""
+    v = x.detach().clamp(0, 1) * 255
+    return (v if rounding == "truncate" else v.round()).to(torch.uint8)
+
+
+@DEFENSES.register("jpeg", presets={**{f"q{q}": {"quality": q} for q in _QUALITIES},
+                                    "round": {"rounding": "round"}},
                    tags=("transform", "compression"))
 class JPEG(Defense):
     """Real JPEG encode + decode at ``quality`` (default 50; presets q10 ... q100).
 
-    libjpeg through ``torchvision.io.encode_jpeg`` / ``decode_jpeg`` on 8-bit images
-    (baseline, 4:2:0 chroma subsampling, libjpeg's standard tables scaled by quality: what PIL's
-    ``Image.save(format="JPEG", quality=q)`` writes). Images are rounded to uint8 first. The
-    codec runs on the CPU; the result returns to the input's device.
+    libjpeg through ``torchvision.io.encode_jpeg`` / ``decode_jpeg`` on 8-bit images, as the
+    MSU group's code (baseline, 4:2:0 chroma subsampling, libjpeg's standard tables scaled by
+    quality: what PIL's ``Image.save(format="JPEG", quality=q)`` writes). The float image
+    becomes 8-bit by truncation, as theirs (``rounding="truncate"``; ``"round"``, preset
+    ``jpeg:round``, rounds to nearest). The codec runs on the CPU; the result returns to the
+    input's device.
 
     Not differentiable (rounding and quantisation): adaptive attacks need BPDA or ``jpeg-diff``.
     """
@@ -47,11 +55,13 @@ class JPEG(Defense):
     name = "jpeg"
     differentiable = False
 
-    def __init__(self, *, quality: int = 50, seed: int = 0):
-        super().__init__(seed=seed, quality=_check_quality(quality))
+    def __init__(self, *, quality: int = 50, rounding: str = "truncate", seed: int = 0):
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"jpeg rounding must be one of {ROUNDINGS}, got {rounding!r}")
+        super().__init__(seed=seed, quality=_check_quality(quality), rounding=rounding)
 
     def purify(self, x: Tensor, generator=None) -> Tensor:
-        imgs = list(to_uint8(x).cpu())
+        imgs = list(to_uint8(x, self.rounding).cpu())
         decoded = decode_jpeg(encode_jpeg(imgs, quality=self.quality))
         out = torch.stack(decoded).to(device=x.device)
         return out.to(x.dtype) / 255.0

@@ -23,10 +23,25 @@ from .base import Defense
 
 
 def _odd_kernel(k: int, what: str) -> int:
+    if isinstance(k, bool) or int(k) != k:
+        raise ValueError(f"{what} kernel_size must be a positive odd integer, got {k!r}")
     k = int(k)
     if k < 1 or k % 2 == 0:
         raise ValueError(f"{what} kernel_size must be a positive odd integer, got {k}")
     return k
+
+
+def _positive(v, what: str) -> float:
+    v = float(v)
+    if not 0 < v < float("inf"):
+        raise ValueError(f"{what} must be a finite number > 0, got {v}")
+    return v
+
+
+def _check_bool(v, what: str) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"{what} must be True or False, got {v!r}")
+    return v
 
 
 def opencv_sigma(kernel_size: int) -> float:
@@ -36,11 +51,26 @@ def opencv_sigma(kernel_size: int) -> float:
     return 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
 
 
-def _downscale(x: Tensor, scale: float) -> Tensor:
-    """torchvision ``Resize`` on tensors: bilinear with antialiasing, size ``int(H*scale)``."""
-    h, w = x.shape[-2:]
-    size = (max(1, int(h * scale)), max(1, int(w * scale)))
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+def scaled_size(h: int, w: int, scale: float) -> tuple[int, int]:
+    """``int(H * scale), int(W * scale)`` computed as the MSU group's code does (a float32
+    tensor product, truncated), at least 1 pixel."""
+    size = (torch.tensor([h, w]) * float(scale)).int().tolist()
+    return max(1, size[0]), max(1, size[1])
+
+
+def _downscale(x: Tensor, scale: float, antialias: bool) -> Tensor:
+    """torchvision's ``Resize((int(H*scale), int(W*scale)))`` on tensors: bilinear,
+    ``align_corners=False``; antialiased only when asked (the torchvision versions the authors
+    pinned, 0.14 / 0.15, do not antialias tensors by default)."""
+    size = scaled_size(*x.shape[-2:], scale)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=antialias)
+
+
+def _check_scale(scale, what: str) -> float:
+    scale = float(scale)
+    if not 0 < scale <= 1:
+        raise ValueError(f"{what} scale must be in (0, 1], got {scale}")
+    return scale
 
 
 @DEFENSES.register("identity", aliases=["none", "no-defense", "no-defence"], tags=("baseline",))
@@ -57,42 +87,47 @@ class Identity(Defense):
 
 
 _RESIZE_PRESETS = {f"x{s:g}": {"scale": s} for s in (0.1, 0.25, 0.5, 0.75, 0.9)}
+_RESIZE_PRESETS["antialias"] = {"antialias": True}
 
 
 @DEFENSES.register("resize", presets=_RESIZE_PRESETS, tags=("transform", "geometric"))
 class Resize(Defense):
-    """Downscale by ``scale`` (default 0.5; presets x0.1 ... x0.9), bilinear with antialiasing.
+    """Downscale by ``scale`` (default 0.5; presets x0.1 ... x0.9), bilinear.
 
-    Output is the *smaller* image (``changes_size=True``), as in the MSU group's code: the
-    metric then sees an ``int(H*scale) x int(W*scale)`` input. Compare ``upscale-*`` for the
-    variant that returns to the input size.
+    As the MSU group's code (torchvision ``Resize`` on tensors in their pinned torchvision):
+    no antialiasing; ``antialias=True`` (preset ``resize:antialias``) low-passes first, which
+    is the better resampling but not what the study measured. The output is the *smaller*
+    image (``changes_size=True``): the metric sees an ``int(H*scale) x int(W*scale)`` input.
+    Compare ``upscale-*`` for the variant that returns to the input size.
     """
 
     name = "resize"
     changes_size = True
 
-    def __init__(self, *, scale: float = 0.5, seed: int = 0):
-        if not 0 < scale <= 1:
-            raise ValueError(f"resize scale must be in (0, 1], got {scale}")
-        super().__init__(seed=seed, scale=float(scale))
+    def __init__(self, *, scale: float = 0.5, antialias: bool = False, seed: int = 0):
+        super().__init__(seed=seed, scale=_check_scale(scale, "resize"),
+                         antialias=_check_bool(antialias, "antialias"))
 
     def purify(self, x: Tensor, generator=None) -> Tensor:
-        return _downscale(x, self.scale).clamp(0, 1)
+        return _downscale(x, self.scale, self.antialias).clamp(0, 1)
 
 
 class _Upscale(Defense):
-    """Downscale by ``scale`` (default 0.5, bilinear + antialias) and upsample back to the input
-    size with ``mode``; the output has the input's shape. Bicubic overshoot is clamped to [0, 1]."""
+    """Downscale by ``scale`` (default 0.5; bilinear, no antialiasing unless ``antialias=True``,
+    as :class:`Resize`) and upsample back to the input size with ``mode`` (``nn.Upsample``,
+    ``align_corners=False``); the output has the input's shape. The authors' code upsamples to
+    a fixed size (384x512 in the MSU group's, 299x299 in the FCN study's), their data sets'
+    image size, i.e. the input size. Bicubic overshoot is clamped to [0, 1] (theirs is not;
+    our images stay in [0, 1])."""
 
     mode = "bilinear"
 
-    def __init__(self, *, scale: float = 0.5, seed: int = 0):
-        if not 0 < scale <= 1:
-            raise ValueError(f"upscale scale must be in (0, 1], got {scale}")
-        super().__init__(seed=seed, scale=float(scale))
+    def __init__(self, *, scale: float = 0.5, antialias: bool = False, seed: int = 0):
+        super().__init__(seed=seed, scale=_check_scale(scale, "upscale"),
+                         antialias=_check_bool(antialias, "antialias"))
 
     def purify(self, x: Tensor, generator=None) -> Tensor:
-        small = _downscale(x, self.scale)
+        small = _downscale(x, self.scale, self.antialias)
         kw = {} if self.mode == "nearest" else {"align_corners": False}
         return F.interpolate(small, size=x.shape[-2:], mode=self.mode, **kw).clamp(0, 1)
 
@@ -127,47 +162,63 @@ class Flip(Defense):
         return torch.flip(x, self.dims)
 
 
-@DEFENSES.register("rotate", aliases=["random-rotate"],
-                   presets={f"deg{a}": {"angle": float(a)} for a in (5, 10, 15, 20, 30, 50)},
+_ROTATE_PRESETS = {f"deg{a}": {"angle": float(a)} for a in (5, 10, 15, 20, 30, 50)}
+_ROTATE_PRESETS["fixed"] = {"sampling": "sign"}
+
+
+@DEFENSES.register("rotate", aliases=["random-rotate"], presets=_ROTATE_PRESETS,
                    tags=("transform", "geometric", "stochastic"))
 class Rotate(Defense):
-    """Rotate each image about its centre by ``angle`` degrees (default 5; presets 10 ... 50).
+    """Rotate each image about its centre by a random angle of at most ``angle`` degrees
+    (default 5; presets deg10 ... deg50).
 
-    Randomness (hence ``stochastic``): with ``sampling="sign"`` (default) each image turns by
-    +angle or -angle, the direction drawn from the seeded generator; with ``sampling="uniform"``
-    the angle is uniform in [-angle, angle], as torchvision's ``RandomRotation(angle)`` in the
-    group's code. Fill mode: corners outside the rotated image are black (``padding="zeros"``,
-    torchvision's default fill 0); ``"border"`` / ``"reflection"`` are available. Interpolation:
-    ``"nearest"`` (torchvision's default in the group's code) or ``"bilinear"``. The output keeps
-    the input size (no ``expand``).
+    Default as the authors' code, torchvision's ``RandomRotation(angle)`` on tensors: the
+    angle is uniform in [-angle, angle] (``sampling="uniform"``), nearest-neighbour
+    interpolation, corners outside the rotated image filled with 0, output the input's size
+    (no ``expand``); we draw one angle per image from the seeded generator (theirs draws one
+    per call and runs one image per call). ``sampling="sign"`` (preset ``rotate:fixed``) turns
+    every image by exactly +angle or -angle. ``interpolation="bilinear"`` and
+    ``padding="border"`` / ``"reflection"`` (kornia) are options.
     """
 
     name = "rotate"
     stochastic = True
 
-    def __init__(self, *, angle: float = 5.0, sampling: str = "sign", padding: str = "zeros",
+    def __init__(self, *, angle: float = 5.0, sampling: str = "uniform", padding: str = "zeros",
                  interpolation: str = "nearest", seed: int = 0):
+        angle = float(angle)
+        if not 0 <= angle <= 180:
+            raise ValueError(f"rotate angle must be in [0, 180] degrees, got {angle}")
         if sampling not in ("sign", "uniform"):
-            raise ValueError(f"rotate sampling must be 'sign' or 'uniform', got {sampling!r}")
+            raise ValueError(f"rotate sampling must be 'uniform' or 'sign', got {sampling!r}")
         if padding not in ("zeros", "border", "reflection"):
             raise ValueError(f"rotate padding must be zeros/border/reflection, got {padding!r}")
         if interpolation not in ("nearest", "bilinear"):
             raise ValueError(f"rotate interpolation must be nearest/bilinear, got {interpolation!r}")
-        super().__init__(seed=seed, angle=float(angle), sampling=sampling, padding=padding,
+        super().__init__(seed=seed, angle=angle, sampling=sampling, padding=padding,
                          interpolation=interpolation)
 
     def sample_angles(self, batch: int, generator: torch.Generator | None) -> Tensor:
+        """``[batch]`` angles in degrees (float64, CPU) drawn from ``generator``."""
         # draw on the generator's own device (the base class makes one on the input's device)
         dev = generator.device if generator is not None else None
-        u = torch.rand(batch, generator=generator, device=dev).cpu()
+        u = torch.rand(batch, generator=generator, device=dev, dtype=torch.float64).cpu()
         if self.sampling == "sign":
             return torch.where(u < 0.5, -self.angle, self.angle)
         return (2 * u - 1) * self.angle
 
     def purify(self, x: Tensor, generator=None) -> Tensor:
-        angles = self.sample_angles(x.shape[0], generator).to(x.device, x.dtype)
+        angles = self.sample_angles(x.shape[0], generator)
+        if self.padding == "zeros":
+            import torchvision.transforms.functional as TF
+            from torchvision.transforms import InterpolationMode
+
+            mode = InterpolationMode(self.interpolation)
+            return torch.cat([TF.rotate(x[i:i + 1], float(a), interpolation=mode, fill=0)
+                              for i, a in enumerate(angles.tolist())])
         return kornia.geometry.transform.rotate(
-            x, angles, mode=self.interpolation, padding_mode=self.padding, align_corners=False)
+            x, angles.to(x.device, x.dtype), mode=self.interpolation, padding_mode=self.padding,
+            align_corners=False)
 
 
 @DEFENSES.register("random-crop", aliases=["crop"],
@@ -186,8 +237,8 @@ class RandomCrop(Defense):
     changes_size = True
 
     def __init__(self, *, size: int = 256, seed: int = 0):
-        if int(size) < 1:
-            raise ValueError(f"random-crop size must be >= 1, got {size}")
+        if isinstance(size, bool) or int(size) != size or int(size) < 1:
+            raise ValueError(f"random-crop size must be an integer >= 1, got {size!r}")
         super().__init__(seed=seed, size=int(size))
 
     def purify(self, x: Tensor, generator=None) -> Tensor:
@@ -215,6 +266,8 @@ class GaussianBlur(Defense):
 
     def __init__(self, *, kernel_size: int = 3, sigma: float | None = None, seed: int = 0):
         k = _odd_kernel(kernel_size, "gaussian-blur")
+        if sigma is not None:
+            _positive(sigma, "gaussian-blur sigma")
         super().__init__(seed=seed, kernel_size=k,
                          sigma=float(sigma) if sigma is not None else opencv_sigma(k))
 
@@ -257,8 +310,12 @@ class Unsharp(Defense):
 
     def __init__(self, *, kernel_size: int = 5, sigma: float = 1.0, amount: float = 1.0,
                  seed: int = 0):
+        _positive(sigma, "unsharp sigma")
+        amount = float(amount)
+        if not 0 <= amount < float("inf"):
+            raise ValueError(f"unsharp amount must be a finite number >= 0, got {amount}")
         super().__init__(seed=seed, kernel_size=_odd_kernel(kernel_size, "unsharp"),
-                         sigma=float(sigma), amount=float(amount))
+                         sigma=float(sigma), amount=amount)
 
     def purify(self, x: Tensor, generator=None) -> Tensor:
         k, s = self.kernel_size, self.sigma
