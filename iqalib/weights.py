@@ -1,45 +1,60 @@
-"""The checkpoint catalogue: name -> file, URL, checksum, size, licence; fetch and verify.
+"""The checkpoint catalogue: name -> file, URLs, checksum, size, licence; fetch and verify.
 
-Every pretrained file iqalib can use is listed in :data:`CATALOGUE` (facts from
-``/work/shared/WEIGHTS.md`` and the official repositories). Files live in
-:func:`iqalib.paths.weights_dir` (``data/weights/`` in a checkout, env ``IQALIB_WEIGHTS``).
+Every pretrained file iqalib can use is listed in :data:`CATALOGUE` (facts from the official
+repositories and READMEs named in each entry). Files live in :func:`weights_dir`
+(``data/weights/`` in a checkout, env ``IQALIB_WEIGHTS``).
 
 - :func:`path` returns a verified local file or raises :class:`MissingWeightsError` naming
   ``make weights WEIGHTS=<name>``; verification (size, sha256) is cached by mtime + size in
-  ``.verified.json`` so a 2 GB file is hashed once, not at every use.
-- :func:`fetch` downloads resumably (HTTP Range into ``<file>.part``; file:// too), checks the
-  sha256, renames atomically and prints the licence.
+  ``.verified.json`` so a 2 GB file is hashed once, not at every use. A file may also be stored
+  under one of the entry's ``aliases`` (the same file under its official name, e.g. MPRNet's
+  ``model_denoising.pth``).
+- :func:`fetch` downloads into ``<file>.part`` (resumable, see :mod:`iqalib.download`), checks
+  size and sha256, and only then renames it over the destination: a failed or corrupt download
+  (``--force`` included) never costs the verified file already there. A checksum mismatch on
+  one URL discards those bytes and tries the next URL. Mirrors from ``IQALIB_MIRROR``
+  (``<mirror>/weights/<file>``) are tried before the official URLs, also for files that
+  otherwise need a browser.
 - No upstream project publishes a sha256 for these files. The first verified download's
   sha256 is recorded in ``sha256_recorded.json`` next to the weights ("recorded by us") and
   every later fetch or use is checked against it. torchvision and pyiqa put the first 8 hex
   digits of the sha256 into their file names (``vgg16-397923af.pth``): those prefixes are
   published and always checked.
+- ``IQALIB_CATALOGUE_OVERRIDES`` names a JSON file ``{name: {field: value}}`` that replaces the
+  verification facts (``sha256``, ``sha256_prefix``, ``size``) of entries. It exists for
+  stand-in files (``make rehearse`` serves seeded random checkpoints whose hashes cannot carry
+  the published prefixes); every process that uses it says so once on stderr.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as _dt
 import difflib
 import json
+import os
 import pickle
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import paths
-from .download import download_to_part, finish, sha256_file
+from .download import discard_part, download_to_part, file_lock, mirror_urls, mirrors, sha256_file
 from .errors import DownloadError, IqalibError, MissingWeightsError, UnknownNameError
 
 RECORDED_FILE = "sha256_recorded.json"
 VERIFIED_FILE = ".verified.json"
+OVERRIDES_ENV = "IQALIB_CATALOGUE_OVERRIDES"
 
 _PYIQA = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/"
 _PYIQA_GH = "https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights/"
 _MSU = "https://titan.gml-team.ru:5003/fsdownload/"  # the MSU group's mirror (their setup scripts)
 _TV = "https://download.pytorch.org/models/"
 _ESRGAN = "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.5.0/"
+_MIB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -51,7 +66,10 @@ class WeightSpec:
     "recorded by us" or "not yet recorded" (the catalogue's own value; the effective one,
     including our recorded hashes, is :func:`expected_sha256`). ``sha256_prefix`` is a published
     leading part of the sha256 (torchvision / pyiqa file-name convention); ``mirrors`` are
-    tried in order after ``url``.
+    tried in order after ``url``. ``size`` is an exact byte count that is checked;
+    ``approx_size`` only informs (``weights list``), with its source in a comment.
+    ``aliases`` are other names of the same file (its official name where ours differs);
+    :func:`path` accepts them, :func:`fetch` saves under ``filename``.
     """
 
     name: str
@@ -66,17 +84,28 @@ class WeightSpec:
     used_by: str = ""
     sha256_prefix: str | None = None
     mirrors: tuple[str, ...] = field(default_factory=tuple)
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+    approx_size: int | None = None
 
     @property
     def urls(self) -> list[str]:
+        """The catalogue's own URLs (official first); :func:`candidate_urls` adds mirrors."""
         return [u for u in (self.url, *self.mirrors) if u]
 
+    @property
+    def filenames(self) -> tuple[str, ...]:
+        """``filename`` and its aliases, in the order :func:`path` looks for them."""
+        return (self.filename, *self.aliases)
 
-def _drive(file_id: str, filename: str) -> str:
-    return (f"Open https://drive.google.com/file/d/{file_id}/view in a browser, download the "
-            f"file and save it as <weights dir>/{filename} (the weights dir is data/weights/ "
-            "in a checkout, or $IQALIB_WEIGHTS); then run `python -m iqalib weights verify` "
-            "to record its sha256.")
+
+def _drive(file_id: str) -> str:
+    return f"https://drive.google.com/file/d/{file_id}/view"
+
+
+def _by_hand(where: str, filename: str) -> str:
+    return (f"{where} Save the file as <weights dir>/{filename} (the weights dir is data/weights/ "
+            "in a checkout, or $IQALIB_WEIGHTS), then run `python -m iqalib weights verify` to "
+            "record its sha256.")
 
 
 _SPECS = [
@@ -85,23 +114,32 @@ _SPECS = [
         url=_MSU + "Qo9PsqxNk/p1q2.pth",
         licence="no licence file upstream (lidq92/LinearityIQA); research use",
         homepage="https://github.com/lidq92/LinearityIQA",
-        manual=("Official release is Baidu Pan only (link in the LinearityIQA README). If the "
-                "MSU mirror is down, download p1q2.pth from there in a browser and save it as "
-                "<weights dir>/p1q2.pth, then run `python -m iqalib weights verify`."),
+        manual=_by_hand(
+            "Official copies, both linked from the LinearityIQA README: Baidu Pan "
+            "https://pan.baidu.com/s/1MRamimHWX8F-SOQ_QsIrvg (password 4z7z) and the Google Drive "
+            "folder https://drive.google.com/drive/folders/1H79ptqjcR4NH6HP4wLsEmqwhNqNNqXwh . "
+            f"The MSU group's Google Drive copy (certified-iqa-defenses README): "
+            f"{_drive('1fwP7rhwdWwUtV92kkdLx88SXq3SvxfRs')} .", "p1q2.pth"),
         used_by="metrics: linearity (Li et al., ACM MM 2020; trained on KonIQ-10k)"),
     WeightSpec(
         name="spaq-baseline", filename="BL_release.pt",
         url=_MSU + "TRm4ciD3T/BL_release.pt",
         licence="research and education only (SPAQ README notice)",
         homepage="https://github.com/h4nwei/SPAQ",
-        manual=_drive("1pXjXAIItViTFs7qUBY-b11WY50mzoVM2", "BL_release.pt")
-        + " (Official Google Drive copy; the URL above is the MSU group's mirror.)",
+        manual=_by_hand(
+            f"Official Google Drive copy (SPAQ README): {_drive('1pXjXAIItViTFs7qUBY-b11WY50mzoVM2')} ;"
+            f" the MSU group's copy (certified-iqa-defenses README): "
+            f"{_drive('1mR6c8UfFaryZNXX-Wy1d0NHDOJl5vQX_')} .", "BL_release.pt"),
         used_by="metrics: spaq (Fang et al., CVPR 2020 baseline)"),
     WeightSpec(
         name="metaiqa", filename="Metaiqa_livec.pth",
         url=_PYIQA + "Metaiqa_livec.pth", mirrors=(_PYIQA_GH + "Metaiqa_livec.pth",),
         licence="redistributed by pyiqa (PolyForm-Noncommercial-1.0.0); MetaIQA research code",
         homepage="https://github.com/zhuhancheng/MetaIQA",
+        manual=("pyiqa's inference weights. The MSU group's own MetaIQA weights (metaiqa.pth, "
+                f"{_drive('19U_gHdK3Ld9uI23MABC14Pin9Vfw8AQM')} , certified-iqa-defenses "
+                "README) are a different file with the original key layout (resnet_layer.*, "
+                "net.*): use them with load_metric('metaiqa', checkpoint='path/to/metaiqa.pth')."),
         used_by="metrics: metaiqa (Zhu et al., CVPR 2020), pyiqa's inference weights"),
     WeightSpec(
         name="dists", filename="DISTS_weights-f5e65c96.pth", sha256_prefix="f5e65c96",
@@ -127,12 +165,14 @@ _SPECS = [
     WeightSpec(
         name="torchvision-vgg16", filename="vgg16-397923af.pth", sha256_prefix="397923af",
         url=_TV + "vgg16-397923af.pth",
+        approx_size=int(527.796 * _MIB),  # torchvision's VGG16_Weights meta "_file_size" (MiB)
         licence="BSD-3-Clause (torchvision code); ImageNet-trained weights",
         homepage="https://pytorch.org/vision/stable/models.html",
         used_by="backbone of DISTS and LPIPS-vgg"),
     WeightSpec(
         name="torchvision-alexnet", filename="alexnet-owt-7be5be79.pth", sha256_prefix="7be5be79",
         url=_TV + "alexnet-owt-7be5be79.pth",
+        approx_size=int(233.087 * _MIB),  # torchvision's AlexNet_Weights meta "_file_size" (MiB)
         licence="BSD-3-Clause (torchvision code); ImageNet-trained weights",
         homepage="https://pytorch.org/vision/stable/models.html",
         used_by="backbone of LPIPS-alex"),
@@ -141,42 +181,56 @@ _SPECS = [
         url="https://openaipublic.blob.core.windows.net/diffusion/jul-2021/"
             "256x256_diffusion_uncond.pt",
         mirrors=(_MSU + "JtdTGHGqw/256x256_diffusion_uncond.pt",),
+        # the released configuration has 552.8 M parameters, stored as float32
+        approx_size=552_814_086 * 4,
         licence="code MIT (openai/guided-diffusion); model research use only",
         homepage="https://github.com/openai/guided-diffusion",
-        used_by="defenses: diffpure (the ADM prior; about 2.1 GB)"),
+        manual=_by_hand("The MSU group's Google Drive copy (certified-iqa-defenses README): "
+                        f"{_drive('1QrccFT48o2hEYsdpfLfsfPkNmIlYvvDz')} .",
+                        "256x256_diffusion_uncond.pt"),
+        used_by="defenses: diffpure (the ADM prior; about 2.2 GB)"),
     WeightSpec(
         name="realesr-general-x4v3", filename="realesr-general-x4v3.pth",
         url=_ESRGAN + "realesr-general-x4v3.pth",
+        approx_size=int(4.66 * _MIB),  # "4.66MB" (xinntao/Real-ESRGAN issue #427)
         licence="BSD-3-Clause", homepage="https://github.com/xinntao/Real-ESRGAN",
         used_by="defenses: realesrgan (with realesr-general-wdn-x4v3 for denoise strength)"),
     WeightSpec(
         name="realesr-general-wdn-x4v3", filename="realesr-general-wdn-x4v3.pth",
         url=_ESRGAN + "realesr-general-wdn-x4v3.pth",
+        approx_size=int(4.66 * _MIB),  # the same SRVGGNetCompact architecture as x4v3
         licence="BSD-3-Clause", homepage="https://github.com/xinntao/Real-ESRGAN",
         used_by="defenses: realesrgan (denoise strength < 1 mixes it with x4v3)"),
+    # MPRNet: the official Google Drive files are model_<task>.pth (swz30/MPRNet READMEs and
+    # test scripts); the MSU group's mirror renames the denoising one mprnet_denoise.pth.
     WeightSpec(
-        name="mprnet-denoise", filename="mprnet_denoise.pth",
+        name="mprnet-denoise", filename="model_denoising.pth",
+        aliases=("mprnet_denoise.pth",),
         url=_MSU + "Qo5uhUQh4/mprnet_denoise.pth",
         licence="academic non-commercial (swz30/MPRNet LICENSE.md)",
         homepage="https://github.com/swz30/MPRNet",
-        manual=_drive("1LODPt9kYmxwU98g96UrRA0_Eh5HYcsRw", "mprnet_denoise.pth")
-        + " (Official Google Drive copy, SIDD denoising; the URL above is the MSU group's mirror.)",
+        manual=_by_hand("Official Google Drive copy (SIDD denoising, MPRNet Denoising README): "
+                        f"{_drive('1LODPt9kYmxwU98g96UrRA0_Eh5HYcsRw')} .", "model_denoising.pth"),
         used_by="defenses: mprnet (denoising model: the MSU group's choice)"),
     WeightSpec(
-        name="mprnet-deblur", filename="mprnet_deblur.pth", url=None,
+        name="mprnet-deblur", filename="model_deblurring.pth",
+        aliases=("mprnet_deblur.pth",), url=None,
         licence="academic non-commercial (swz30/MPRNet LICENSE.md)",
         homepage="https://github.com/swz30/MPRNet",
-        manual=_drive("1QwQUVbk6YVOJViCsOKYNykCsdJSVGRtb", "mprnet_deblur.pth"),
+        manual=_by_hand("Official Google Drive copy (GoPro deblurring, MPRNet Deblurring README): "
+                        f"{_drive('1QwQUVbk6YVOJViCsOKYNykCsdJSVGRtb')} .", "model_deblurring.pth"),
         used_by="defenses: mprnet:deblur"),
     WeightSpec(
-        name="mprnet-derain", filename="mprnet_derain.pth", url=None,
+        name="mprnet-derain", filename="model_deraining.pth",
+        aliases=("mprnet_derain.pth",), url=None,
         licence="academic non-commercial (swz30/MPRNet LICENSE.md)",
         homepage="https://github.com/swz30/MPRNet",
-        manual=_drive("1O3WEJbcat7eTY6doXWeorAbQ1l_WmMnM", "mprnet_derain.pth"),
+        manual=_by_hand("Official Google Drive copy (MPRNet Deraining README): "
+                        f"{_drive('1O3WEJbcat7eTY6doXWeorAbQ1l_WmMnM')} .", "model_deraining.pth"),
         used_by="defenses: mprnet:derain"),
 ]
 
-#: every checkpoint iqalib knows, by catalogue name
+#: every checkpoint iqalib knows, by catalogue name (the built-in facts; see :func:`spec`)
 CATALOGUE: dict[str, WeightSpec] = {s.name: s for s in _SPECS}
 
 
@@ -186,19 +240,70 @@ def weights_dir() -> Path:
     return paths.weights_dir()
 
 
+_OVERRIDABLE = ("sha256", "sha256_prefix", "size", "sha256_source")
+_overrides_announced: set[str] = set()
+
+
+def _overrides() -> dict[str, dict]:
+    """The entries of ``IQALIB_CATALOGUE_OVERRIDES`` (empty when unset)."""
+    p = os.environ.get(OVERRIDES_ENV)
+    if not p:
+        return {}
+    try:
+        data = json.loads(Path(p).read_text())
+    except (OSError, ValueError) as exc:
+        raise IqalibError(f"{OVERRIDES_ENV}={p}: cannot read it as JSON ({exc}); unset it or "
+                          "fix the file.") from exc
+    for name, fields in data.items():
+        bad = set(fields) - set(_OVERRIDABLE)
+        if bad:
+            raise IqalibError(f"{OVERRIDES_ENV}={p}: entry {name!r} overrides {sorted(bad)}; "
+                              f"only {', '.join(_OVERRIDABLE)} may be replaced.")
+    if p not in _overrides_announced:
+        _overrides_announced.add(p)
+        print(f"iqalib.weights: verification facts of {len(data)} checkpoints come from "
+              f"{OVERRIDES_ENV}={p}, not from the catalogue.", file=sys.stderr)
+    return data
+
+
 def spec(name: str) -> WeightSpec:
-    """The catalogue entry; unknown names raise :class:`UnknownNameError` with a suggestion."""
+    """The catalogue entry (with ``IQALIB_CATALOGUE_OVERRIDES`` applied); unknown names raise
+    :class:`UnknownNameError` with a suggestion."""
     if name in CATALOGUE:
-        return CATALOGUE[name]
+        s = CATALOGUE[name]
+        over = _overrides().get(name)
+        return dataclasses.replace(s, **over) if over else s
     close = difflib.get_close_matches(name, list(CATALOGUE), n=3, cutoff=0.4)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise UnknownNameError(f"unknown checkpoint {name!r}.{hint} Known: {', '.join(CATALOGUE)} "
                            "(`python -m iqalib weights list`).")
 
 
+def _present_file(s: WeightSpec) -> Path | None:
+    """The file of ``s`` in the weights dir under its name or an alias, or None."""
+    for fn in s.filenames:
+        f = weights_dir() / fn
+        if f.is_file():
+            return f
+    return None
+
+
 def local_path(name: str) -> Path:
-    """Where the file for ``name`` is (or would be) stored; no checks."""
-    return weights_dir() / spec(name).filename
+    """Where the file for ``name`` is stored (an alias name if that is what is present), or
+    would be stored; no checks."""
+    s = spec(name)
+    return _present_file(s) or weights_dir() / s.filename
+
+
+def candidate_urls(name: str) -> list[str]:
+    """Where :func:`fetch` looks, in order: every ``IQALIB_MIRROR`` mirror
+    (``<mirror>/weights/<file>``, then the aliases' names), then the catalogue's URLs."""
+    s = spec(name)
+    mirrored = [u for fn in s.filenames for u in mirror_urls(f"weights/{fn}")]
+    # group by mirror: all names on the first mirror before the second mirror
+    n = len(mirrors())
+    by_mirror = [mirrored[i::n] for i in range(n)] if n else []
+    return [u for group in by_mirror for u in group] + s.urls
 
 
 def _make_target(name: str) -> str:
@@ -211,7 +316,8 @@ def _manual(s: WeightSpec) -> str:
 
 def _missing_message(s: WeightSpec, problem: str) -> str:
     lines = [f"checkpoint {s.name!r} ({s.filename}) {problem}.",
-             f"Get it with {_make_target(s.name)}; needs the internet."]
+             (f"Get it with {_make_target(s.name)}; needs the internet or a mirror "
+              "(IQALIB_MIRROR).")]
     if s.manual:
         lines.append(("If that fails: " if s.url else "It needs a browser: ") + _manual(s))
     if s.used_by:
@@ -228,9 +334,9 @@ def _read_json(p: Path) -> dict:
 
 
 def _write_json(p: Path, data: dict) -> None:
-    from .images import atomic_write_bytes
+    from .atomic import atomic_write_json
 
-    atomic_write_bytes(p, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+    atomic_write_json(p, data)
 
 
 def recorded_sha256() -> dict[str, dict]:
@@ -244,17 +350,30 @@ def expected_sha256(name: str) -> tuple[str | None, str]:
     if s.sha256:
         return s.sha256, s.sha256_source
     rec = recorded_sha256().get(name)
-    if rec and rec.get("filename") == s.filename and rec.get("sha256"):
+    if rec and rec.get("filename") in s.filenames and rec.get("sha256"):
         return rec["sha256"], "recorded by us"
     return None, "not yet recorded"
 
 
-def _record(name: str, sha: str, size: int, origin: str) -> None:
+def _record(name: str, sha: str, size: int, origin: str, filename: str) -> None:
     p = weights_dir() / RECORDED_FILE
     data = _read_json(p)
-    data[name] = {"filename": spec(name).filename, "sha256": sha, "size": size, "origin": origin,
+    data[name] = {"filename": filename, "sha256": sha, "size": size, "origin": origin,
                   "recorded": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     _write_json(p, data)
+
+
+def forget(name: str) -> bool:
+    """Drop our recorded sha256 of ``name`` (when upstream really replaced the file); the next
+    verified download or ``weights verify`` records it anew. True if there was one."""
+    spec(name)
+    p = weights_dir() / RECORDED_FILE
+    data = _read_json(p)
+    if name not in data:
+        return False
+    del data[name]
+    _write_json(p, data)
+    return True
 
 
 def _hash_cached(f: Path, *, rehash: bool = False) -> str:
@@ -267,15 +386,23 @@ def _hash_cached(f: Path, *, rehash: bool = False) -> str:
             and entry.get("mtime_ns") == st.st_mtime_ns):
         return entry["sha256"]
     sha = sha256_file(f)
+    _remember_hash(f, sha, st)
+    return sha
+
+
+def _remember_hash(f: Path, sha: str, st: os.stat_result | None = None) -> None:
+    """Store ``sha`` as the hash of ``f`` as it is now (size, mtime_ns) in ``.verified.json``."""
+    st = st or f.stat()
+    cache_p = f.parent / VERIFIED_FILE
     cache = _read_json(cache_p)  # re-read: another process may have written meanwhile
     cache[f.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
     with contextlib.suppress(OSError):  # a read-only weights folder just means no cache
         _write_json(cache_p, cache)
-    return sha
 
 
-def _check_content(s: WeightSpec, f: Path, sha: str | None, size: int) -> str | None:
-    """None if ``f`` matches everything known about ``s``, else the problem in words."""
+def _check_content(s: WeightSpec, sha: str | None, size: int) -> str | None:
+    """None if a file with ``sha``/``size`` matches everything known about ``s``, else the
+    problem in words."""
     if s.size is not None and size != s.size:
         return f"has {size} bytes, expected {s.size}"
     expected, source = expected_sha256(s.name)
@@ -293,7 +420,7 @@ def _needs_hash(s: WeightSpec) -> bool:
 
 # --- public API --------------------------------------------------------------------------------
 def path(name: str) -> Path:
-    """The verified local file of checkpoint ``name``.
+    """The verified local file of checkpoint ``name`` (its catalogue file name or an alias).
 
     Checks the size (when the catalogue knows it) and the sha256 (published, prefix, or recorded
     by us at first download); the hash is cached by mtime + size. Raises
@@ -301,16 +428,16 @@ def path(name: str) -> Path:
     where a browser is needed) when the file is absent or fails a check.
     """
     s = spec(name)
-    f = weights_dir() / s.filename
-    if not f.is_file():
+    f = _present_file(s)
+    if f is None:
         raise MissingWeightsError(_missing_message(s, f"is not in {weights_dir()}"))
     size = f.stat().st_size
     sha = _hash_cached(f) if _needs_hash(s) else None
-    problem = _check_content(s, f, sha, size)
+    problem = _check_content(s, sha, size)
     if problem:
         raise MissingWeightsError(_missing_message(
-            s, f"at {f} {problem}: it is corrupt or a different file; delete it and download "
-               "it again"))
+            s, f"at {f} {problem}: it is corrupt or a different file; download it again with "
+               f"`python -m iqalib weights fetch {name} --force`"))
     return f
 
 
@@ -323,68 +450,35 @@ def is_available(name: str) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _lock(target: Path):
-    """Serialise fetches of the same file across processes (POSIX advisory lock)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    lock_p = target.with_name(target.name + ".lock")
-    with open(lock_p, "a+") as fh:
-        try:
-            import fcntl
-
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        except ImportError:  # Windows: no advisory lock, still correct for a single process
-            pass
-        try:
-            yield
-        finally:
-            with contextlib.suppress(Exception):
-                import fcntl
-
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def fetch(name: str, *, force: bool = False, progress: bool = True, url: str | None = None) -> Path:
     """Download checkpoint ``name`` into :func:`weights_dir`; return the verified path.
 
-    Resumable: bytes go to ``<file>.part`` with HTTP Range requests, so re-running after an
-    interruption continues where it stopped (file:// URLs too). The finished file is checked
-    (size, sha256) before an atomic rename; on a mismatch nothing is kept and
-    :class:`DownloadError` says expected vs got. Without a known sha256 the first verified
-    download's hash is recorded ("recorded by us") and later fetches must match it. ``url``
-    overrides the catalogue's URLs (a mirror, a local file://). ``force`` re-downloads.
+    Tries the ``IQALIB_MIRROR`` mirrors, then the catalogue's URLs (``url`` replaces them all).
+    Bytes go to ``<file>.part``; an interrupted download resumes on the next call only from the
+    same URL and the same upstream file (see :func:`iqalib.download.download_to_part`). The
+    finished file is checked (size, sha256) before an atomic rename; on a mismatch its bytes
+    are discarded and the next URL is tried. Without a known sha256 the first verified
+    download's hash is recorded ("recorded by us") and later fetches must match it. A present,
+    verified file is returned as is unless ``force``; with ``force`` (or when the present copy
+    fails its check) the new download replaces it only once the new file has verified.
     Prints the licence.
     """
     s = spec(name)
     dest = weights_dir() / s.filename
     part = dest.with_name(dest.name + ".part")
-    with _lock(dest):
-        if force:
-            dest.unlink(missing_ok=True)
-            part.unlink(missing_ok=True)
-        elif dest.exists():
+    with file_lock(dest):
+        present = _present_file(s)
+        if present is not None and not force:
             try:
                 return path(name)
             except MissingWeightsError as exc:
-                print(f"{name}: the local copy is bad, downloading again ({exc.args[0]})",
+                print(f"{name}: the local copy is bad, downloading a new one ({exc.args[0]})",
                       file=sys.stderr)
-                dest.unlink()
-        urls = [url] if url else s.urls
+        urls = [url] if url else candidate_urls(name)
         if not urls:
             raise DownloadError(f"checkpoint {name!r} cannot be downloaded automatically: "
-                                f"{_manual(s)}")
-
-        seen: dict[str, str] = {}
-
-        def check(p: Path) -> None:
-            sha = sha256_file(p)
-            problem = _check_content(s, p, sha, p.stat().st_size)
-            if problem:
-                raise DownloadError(f"{name}: the downloaded file {problem}. Nothing was kept. "
-                                    "The server may have changed the file or sent an error "
-                                    "page; try again later or another mirror (url=...).")
-            seen["sha256"] = sha
-
+                                f"{_manual(s)} (or set IQALIB_MIRROR to a mirror holding "
+                                f"weights/{s.filename}).")
         errors: list[str] = []
         for u in urls:
             try:
@@ -392,17 +486,32 @@ def fetch(name: str, *, force: bool = False, progress: bool = True, url: str | N
             except DownloadError as exc:
                 errors.append(str(exc))
                 continue
-            finish(part, dest, check=check)  # a checksum mismatch raises and keeps nothing
-            sha = seen["sha256"]
+            sha = sha256_file(part)
+            problem = _check_content(s, sha, part.stat().st_size)
+            if problem:
+                discard_part(part)  # never resume from, or keep, bytes that failed the check
+                errors.append(f"{u}: the downloaded file {problem}; its bytes were discarded "
+                              "(the server may have changed the file or sent an error page)")
+                continue
+            os.replace(part, dest)
+            discard_part(part)  # the record of the part's origin
             if expected_sha256(name)[0] is None:
-                _record(name, sha, dest.stat().st_size, u)
-            _hash_cached(dest)  # seeds the verification cache: path() will not re-hash
-            print(f"{name}: saved {dest} ({dest.stat().st_size / 1e6:.1f} MB, sha256 {sha[:16]}...)."
-                  f" Licence: {s.licence}. {s.homepage}")
+                _record(name, sha, dest.stat().st_size, u, s.filename)
+            _remember_hash(dest, sha)  # path() will not hash the new file again
+            if present is not None and present != dest:
+                print(f"{name}: {present.name} is left as it was; {dest.name} is used from now "
+                      "on", file=sys.stderr)
+            print(f"{name}: saved {dest} ({dest.stat().st_size / 1e6:.1f} MB, sha256 "
+                  f"{sha[:16]}...). Licence: {s.licence}. {s.homepage}")
             return dest
         msg = "\n  ".join(errors)
+        kept = (f"\nThe verified copy already there ({present}) is kept."
+                if present is not None and is_available(name) else "")
+        recorded = expected_sha256(name)[1] == "recorded by us"
+        hint = (f"\nIf upstream really replaced the file, `python -m iqalib weights forget {name}`"
+                " drops our recorded sha256." if recorded and "sha256" in msg else "")
         extra = f"\nBy hand: {_manual(s)}" if s.manual else ""
-        raise DownloadError(f"{name}: every URL failed:\n  {msg}{extra}")
+        raise DownloadError(f"{name}: every URL failed:\n  {msg}{kept}{hint}{extra}")
 
 
 def _numpy_safe_globals(f: Path) -> list:
@@ -450,7 +559,8 @@ def load_state(name: str, key: str | None = None) -> dict[str, Any]:
     except Exception as exc:  # RuntimeError (bad zip), EOFError, UnpicklingError, ...
         raise MissingWeightsError(_missing_message(
             spec(name), f"at {f} cannot be loaded ({type(exc).__name__}: {exc}); it is corrupt "
-                        "or incomplete: delete it and download it again")) from exc
+                        "or incomplete: download it again with "
+                        f"`python -m iqalib weights fetch {name} --force`")) from exc
     if key is None:
         return obj
     if not isinstance(obj, dict) or key not in obj:
@@ -468,66 +578,178 @@ def verify(names: list[str] | None = None, *, rehash: bool = True) -> dict[str, 
     out: dict[str, str] = {}
     for name in names or list(CATALOGUE):
         s = spec(name)
-        f = weights_dir() / s.filename
-        if not f.is_file():
+        f = _present_file(s)
+        if f is None:
             out[name] = "missing"
             continue
         sha = _hash_cached(f, rehash=rehash)
-        problem = _check_content(s, f, sha, f.stat().st_size)
+        problem = _check_content(s, sha, f.stat().st_size)
         if problem:
             out[name] = f"BAD: {problem}"
         elif expected_sha256(name)[0] is None:
-            _record(name, sha, f.stat().st_size, "verify (file placed by hand)")
+            _record(name, sha, f.stat().st_size, "verify (file placed by hand)", f.name)
             out[name] = "ok (sha256 recorded now)"
         else:
             out[name] = "ok"
     return out
 
 
+# --- what each checkpoint unlocks ---------------------------------------------------------------
+def _declared_names(value: Any) -> dict[str | None, tuple[str, ...]] | None:
+    """A ``weights`` declaration as ``{preset or None: names}``; None if it is not one.
+
+    Accepted: a tuple/list of catalogue names (the component as a whole), or a dict mapping a
+    preset name (``None`` or ``""``: the default settings) to such a tuple."""
+    if isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value):
+        return {None: tuple(value)}
+    if isinstance(value, dict) and all(isinstance(v, (tuple, list)) for v in value.values()):
+        return {(k or None): tuple(v) for k, v in value.items()}
+    return None
+
+
+def _component_classes(factory: Any) -> list[Any]:
+    """The factory and, for a factory function, the class its return annotation names."""
+    import typing
+
+    out = [factory]
+    if not isinstance(factory, type):
+        try:
+            ret = typing.get_type_hints(factory).get("return")
+        except Exception:  # noqa: BLE001 - an unresolvable annotation just means no class
+            ret = None
+        if isinstance(ret, type):
+            out.append(ret)
+    return out
+
+
+def unlocks() -> dict[str, list[str]]:
+    """Checkpoint name -> the registered components it enables, e.g.
+    ``{"linearity-p1q2": ["metric linearity"], "mprnet-deblur": ["purifier mprnet:deblur"]}``.
+
+    Read from the components' own declarations: the ``weights`` attribute (required
+    checkpoints; :attr:`iqalib.metrics.base.IQAMetric.weights`, and the same attribute on
+    attacks and purifiers) and ``optional_weights`` (used when present, e.g. DiffPure's
+    guided-diffusion prior; listed with "(optional)"), on the registered class, the class a
+    factory function returns, or the factory itself. A declaration may be a tuple of names or
+    a dict ``{preset: names}``. Checkpoints nothing declares map to an empty list.
+    """
+    from . import attacks, defenses, metrics  # noqa: F401  (registers every component)
+    from .registry import ATTACKS, DEFENSES, METRICS
+
+    out: dict[str, list[str]] = {n: [] for n in CATALOGUE}
+    for kind, reg in (("metric", METRICS), ("attack", ATTACKS), ("purifier", DEFENSES)):
+        for comp in reg.names():
+            entry = reg.entry(comp)
+            for attr, note in (("weights", ""), ("optional_weights", " (optional)")):
+                decl = None
+                for obj in _component_classes(entry.factory):
+                    decl = _declared_names(getattr(obj, attr, None))
+                    if decl:
+                        break
+                for preset, names in (decl or {}).items():
+                    label = f"{kind} {comp}" + (f":{preset}" if preset else "") + note
+                    for n in names:
+                        if label not in out.setdefault(n, []):
+                            out[n].append(label)
+    return out
+
+
 # --- CLI ---------------------------------------------------------------------------------------
-def _fmt_size(n: int | None) -> str:
-    return "?" if n is None else f"{n / 1e6:.1f} MB"
+def _fmt_bytes(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e5 else \
+        f"{n / 1e3:.0f} kB"
+
+
+def size_text(name: str) -> str:
+    """The size ``weights list`` shows: the local file's, else the catalogue's exact size, else
+    ``~`` and the size upstream states (or our architecture implies), else "unknown"."""
+    s = spec(name)
+    f = _present_file(s)
+    if f is not None:
+        return _fmt_bytes(f.stat().st_size)
+    if s.size is not None:
+        return _fmt_bytes(s.size)
+    if s.approx_size is not None:
+        return "~" + _fmt_bytes(s.approx_size)
+    return "unknown"
+
+
+def _status(name: str) -> str:
+    s = spec(name)
+    if _present_file(s) is not None:
+        return "yes" if is_available(name) else "BAD"
+    return "no" if (s.url or mirrors()) else "browser"
+
+
+def _list(unlock: dict[str, list[str]] | None) -> None:
+    ms = mirrors()
+    print(f"weights dir: {weights_dir()}")
+    print(f"mirrors (IQALIB_MIRROR): {' '.join(ms) if ms else 'none'}")
+    print(f"{'name':<28} {'file':<30} {'size':>9}  {'here':<7} {'sha256':<17} unlocks")
+    for name in CATALOGUE:
+        s = spec(name)
+        sha_src = expected_sha256(name)[1]
+        if sha_src == "not yet recorded" and s.sha256_prefix:
+            sha_src = f"prefix {s.sha256_prefix}"
+        declared = ", ".join((unlock or {}).get(name, []))
+        # until every component declares its checkpoints, the catalogue's own note stands in
+        what = declared or (f"({s.used_by})" if s.used_by else "-")
+        print(f"{name:<28} {s.filename:<30} {size_text(name):>9}  {_status(name):<7} "
+              f"{sha_src:<17} {what}")
+        print(f"{'':<28} licence: {s.licence}")
+    print("\nhere: yes = present and verified; no = `make weights WEIGHTS=<name>` fetches it; "
+          "browser = needs a browser (see `weights fetch <name>`) or a mirror; BAD = fails its "
+          "check.")
 
 
 def cli(argv: list[str]) -> int:
-    """``weights list`` | ``weights fetch NAME|all [--force] [--url URL]`` | ``weights verify``."""
+    """``weights list`` | ``weights fetch NAME|all [--force] [--url URL]`` | ``weights verify``
+    | ``weights forget NAME``."""
     ap = argparse.ArgumentParser(prog="python -m iqalib weights",
                                  description="list / fetch / verify pretrained checkpoints")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="name, size, licence, present?")
+    pl = sub.add_parser("list", help="name, file, size, present?, checksum, what it unlocks")
+    pl.add_argument("--no-unlocks", action="store_true",
+                    help="skip loading the component registries (faster)")
     pf = sub.add_parser("fetch", help="download NAME (or all), resumable, sha256-checked")
     pf.add_argument("names", nargs="+", help="catalogue names, or 'all'")
-    pf.add_argument("--force", action="store_true", help="download again even if present")
+    pf.add_argument("--force", action="store_true",
+                    help="download again even if present (the present file is replaced only "
+                         "once the new one verifies)")
     pf.add_argument("--url", default=None, help="use this URL instead (one name only)")
     pf.add_argument("--no-progress", action="store_true")
     pv = sub.add_parser("verify", help="re-hash present files; record unknown hashes")
     pv.add_argument("names", nargs="*")
+    pg = sub.add_parser("forget", help="drop our recorded sha256 of NAME (upstream replaced it)")
+    pg.add_argument("names", nargs="+")
     args = ap.parse_args(argv)
 
-    if args.cmd == "list":
-        print(f"weights dir: {weights_dir()}")
-        print(f"{'name':<28} {'size':>9}  {'present':<8} {'sha256':<17} licence")
-        for name, s in CATALOGUE.items():
-            f = weights_dir() / s.filename
-            present = "yes" if f.is_file() else ("browser" if not s.url else "no")
-            size = f.stat().st_size if f.is_file() else s.size
-            sha_src = expected_sha256(name)[1]
-            if sha_src == "not yet recorded" and s.sha256_prefix:
-                sha_src = f"prefix {s.sha256_prefix}"
-            print(f"{name:<28} {_fmt_size(size):>9}  {present:<8} {sha_src:<17} {s.licence}")
-        return 0
-
-    if args.cmd == "verify":
-        try:
+    try:
+        if args.cmd == "list":
+            unlock = None
+            if not args.no_unlocks:
+                try:
+                    unlock = unlocks()
+                except Exception as exc:  # noqa: BLE001 - the list must show even then
+                    warnings.warn(f"cannot load the component registries ({exc})", stacklevel=1)
+            _list(unlock)
+            return 0
+        if args.cmd == "verify":
             res = verify(args.names or None)
-        except UnknownNameError as exc:
-            print(exc, file=sys.stderr)
-            return 2
-        for name, status in res.items():
-            print(f"{name:<28} {status}")
-        return 1 if any(v.startswith("BAD") for v in res.values()) else 0
-
-    names = list(CATALOGUE) if args.names == ["all"] else args.names
+            for name, status in res.items():
+                print(f"{name:<28} {status}")
+            return 1 if any(v.startswith("BAD") for v in res.values()) else 0
+        if args.cmd == "forget":
+            for name in args.names:
+                print(f"{name}: " + ("recorded sha256 dropped" if forget(name)
+                                     else "no recorded sha256"))
+            return 0
+        names = list(CATALOGUE) if args.names == ["all"] else args.names
+        for name in names:
+            spec(name)  # unknown names fail before any download starts
+    except (UnknownNameError, IqalibError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
     if args.url and len(names) != 1:
         print("--url needs exactly one checkpoint name", file=sys.stderr)
         return 2
@@ -535,7 +757,7 @@ def cli(argv: list[str]) -> int:
     for name in names:
         try:
             fetch(name, force=args.force, progress=not args.no_progress, url=args.url)
-        except (DownloadError, UnknownNameError, MissingWeightsError, OSError) as exc:
+        except (DownloadError, MissingWeightsError, OSError) as exc:
             failed[name] = str(exc)
             print(f"{name}: FAILED\n  " + str(exc).replace("\n", "\n  "), file=sys.stderr)
     ok = len(names) - len(failed)
@@ -549,16 +771,21 @@ def cli(argv: list[str]) -> int:
 
 __all__ = [
     "CATALOGUE",
+    "OVERRIDES_ENV",
     "WeightSpec",
+    "candidate_urls",
     "cli",
     "expected_sha256",
     "fetch",
+    "forget",
     "is_available",
     "load_state",
     "local_path",
     "path",
     "recorded_sha256",
+    "size_text",
     "spec",
+    "unlocks",
     "verify",
     "weights_dir",
 ]

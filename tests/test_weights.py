@@ -1,78 +1,34 @@
 """The checkpoint catalogue and downloader, against a local HTTP server and file:// URLs.
 
 No test touches the internet: a test-only catalogue entry points at a server on 127.0.0.1
-(with HTTP Range support, and a mode that drops the connection halfway) or at a file:// URL.
+(:class:`iqalib.rehearsal.server.FileServer`: Range, ETag, dropped connections) or at a file://
+URL. The downloads' no-lost-work guarantees and the mirrors are tested in test_download.py.
 """
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import re
-import threading
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
 
 from iqalib import weights
 from iqalib.errors import DownloadError, MissingWeightsError, UnknownNameError
+from iqalib.rehearsal.server import FileServer
 
 PAYLOAD = os.urandom(3 * (1 << 20) + 12345)  # > 3 chunks, so resuming crosses chunk borders
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves ``server.files``; honours ``Range: bytes=N-``; can cut a reply halfway."""
-
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-    def do_GET(self):
-        srv = self.server
-        srv.requests.append((self.path, self.headers.get("Range")))
-        data = srv.files.get(self.path)
-        if data is None:
-            self.send_error(404)
-            return
-        start = 0
-        rng = self.headers.get("Range")
-        if rng and srv.ranges:
-            start = int(re.match(r"bytes=(\d+)-", rng).group(1))
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if srv.cut_next:
-            srv.cut_next = False
-            self.wfile.write(body[: len(body) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(body)
-
-
 @pytest.fixture
 def server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.files = {"/ckpt.pth": PAYLOAD}
-    srv.requests = []
-    srv.ranges = True
-    srv.cut_next = False
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    """A local HTTP server with Range / ETag support (the one ``make rehearse`` uses)."""
+    with FileServer() as srv:
+        srv.files["/ckpt.pth"] = PAYLOAD
+        yield srv
 
 
 @pytest.fixture
@@ -101,13 +57,94 @@ def test_catalogue_has_every_checkpoint_of_weights_md():
         assert s.url or s.manual, f"{name}: neither a URL nor manual instructions"
         assert s.sha256_source in {"published", "recorded by us", "not yet recorded"}
         for u in s.urls:
-            assert u.startswith("https://") and u.endswith(s.filename), u
+            assert u.startswith("https://") and u.endswith(s.filenames), u
         # torchvision / pyiqa file names carry the first 8 hex digits of the sha256
         m = re.search(r"-([0-9a-f]{8})\.pth$", s.filename)
         if m:
             assert s.sha256_prefix == m.group(1)
     assert "drive.google.com/file/d/1QwQUVbk6YVOJViCsOKYNykCsdJSVGRtb" in \
         weights.CATALOGUE["mprnet-deblur"].manual
+
+
+def test_catalogue_sources_stated_upstream():
+    """Facts from the upstream READMEs (LinearityIQA, swz30/MPRNet test scripts,
+    katiashh/certified-iqa-defenses 'Used weights')."""
+    cat = weights.CATALOGUE
+    assert "drive.google.com/drive/folders/1H79ptqjcR4NH6HP4wLsEmqwhNqNNqXwh" in \
+        cat["linearity-p1q2"].manual
+    assert "pan.baidu.com" in cat["linearity-p1q2"].manual
+    msu_drive = {"linearity-p1q2": "1fwP7rhwdWwUtV92kkdLx88SXq3SvxfRs",
+                 "metaiqa": "19U_gHdK3Ld9uI23MABC14Pin9Vfw8AQM",
+                 "spaq-baseline": "1mR6c8UfFaryZNXX-Wy1d0NHDOJl5vQX_",
+                 "guided-diffusion-256-uncond": "1QrccFT48o2hEYsdpfLfsfPkNmIlYvvDz"}
+    for name, file_id in msu_drive.items():
+        assert f"drive.google.com/file/d/{file_id}" in cat[name].manual, name
+    assert [cat[f"mprnet-{t}"].filename for t in ("denoise", "deblur", "derain")] == \
+        ["model_denoising.pth", "model_deblurring.pth", "model_deraining.pth"]
+
+
+def test_official_mprnet_name_and_msu_name_are_both_accepted(tmp_path, wdir, monkeypatch):
+    wdir.mkdir(parents=True)
+    (wdir / "mprnet_denoise.pth").write_bytes(b"from the MSU mirror")
+    assert weights.path("mprnet-denoise") == wdir / "mprnet_denoise.pth"
+    assert weights.verify(["mprnet-denoise"]) == {"mprnet-denoise": "ok (sha256 recorded now)"}
+    (wdir / "model_deblurring.pth").write_bytes(b"from Google Drive")
+    assert weights.path("mprnet-deblur") == wdir / "model_deblurring.pth"
+
+
+def test_approximate_sizes_match_torchvision():
+    from torchvision.models import AlexNet_Weights, VGG16_Weights
+
+    for name, w in (("torchvision-vgg16", VGG16_Weights), ("torchvision-alexnet", AlexNet_Weights)):
+        mib = weights.CATALOGUE[name].approx_size / (1 << 20)
+        assert abs(mib - w.IMAGENET1K_V1.meta["_file_size"]) < 0.01
+
+
+def test_guided_diffusion_approx_size_is_its_parameter_count():
+    from iqalib.defenses.guided_unet import build_unet
+
+    n = sum(t.numel() for t in build_unet(device="meta").state_dict().values())
+    assert weights.CATALOGUE["guided-diffusion-256-uncond"].approx_size == 4 * n
+
+
+def test_list_shows_sizes_and_what_each_file_unlocks(tmp_path, wdir, monkeypatch, capsys):
+    wdir.mkdir(parents=True)
+    (wdir / "p1q2.pth").write_bytes(b"x" * 2_000_000)
+    assert weights.cli(["list", "--no-unlocks"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if line and line.split()[0]
+            in weights.CATALOGUE}
+    assert "?" not in out
+    assert "2.0 MB" in rows["linearity-p1q2"] and " yes " in rows["linearity-p1q2"]
+    assert "~553.4 MB" in rows["torchvision-vgg16"] and " no " in rows["torchvision-vgg16"]
+    assert "unknown" in rows["spaq-baseline"] and "browser" in rows["mprnet-deblur"]
+
+
+def test_unlocks_reads_the_components_declarations():
+    u = weights.unlocks()
+    assert u["linearity-p1q2"] == ["metric linearity"]
+    assert u["spaq-baseline"] == ["metric spaq"] and u["metaiqa"] == ["metric metaiqa"]
+    assert set(u) >= set(weights.CATALOGUE)
+
+
+class _Plain:
+    weights = ("a", "b")
+
+
+class _PerPreset:
+    weights: ClassVar[dict] = {None: ("x",), "deblur": ("y",)}
+
+
+def _factory(**kw) -> _Plain:
+    return _Plain()
+
+
+def test_unlocks_declaration_shapes():
+    Plain, PerPreset, factory = _Plain, _PerPreset, _factory
+    assert weights._declared_names(Plain.weights) == {None: ("a", "b")}
+    assert weights._declared_names(PerPreset.weights) == {None: ("x",), "deblur": ("y",)}
+    assert weights._declared_names(property(lambda self: 1)) is None
+    assert Plain in weights._component_classes(factory)
 
 
 def _pyiqa_arch_source(name: str) -> str:
@@ -148,7 +185,7 @@ def test_published_sha256_mismatch_keeps_nothing(server, wdir, monkeypatch):
     with pytest.raises(DownloadError) as ei:
         weights.fetch("test-ckpt", progress=False)
     msg = str(ei.value)
-    assert wrong in msg and SHA in msg and "Nothing was kept" in msg
+    assert wrong in msg and SHA in msg and "discarded" in msg
     assert not (wdir / "test.pth").exists() and not (wdir / "test.pth.part").exists()
 
 
@@ -158,7 +195,10 @@ def test_recorded_sha256_is_enforced_on_later_fetch(server, wdir, monkeypatch):
     server.files["/ckpt.pth"] = PAYLOAD[:-1] + b"x"  # upstream silently changed the file
     with pytest.raises(DownloadError, match="recorded by us"):
         weights.fetch("test-ckpt", progress=False, force=True)
-    assert not (wdir / "test.pth").exists()
+    assert (wdir / "test.pth").read_bytes() == PAYLOAD  # the verified copy stays
+    assert weights.forget("test-ckpt")
+    assert weights.fetch("test-ckpt", progress=False, force=True).read_bytes() == \
+        PAYLOAD[:-1] + b"x"
 
 
 def test_sha256_prefix_checked(server, wdir, monkeypatch):
@@ -172,7 +212,7 @@ def test_sha256_prefix_checked(server, wdir, monkeypatch):
 
 def test_interrupted_download_resumes_with_range(server, wdir, monkeypatch):
     _entry(monkeypatch, server.url + "/ckpt.pth", sha256=SHA)
-    server.cut_next = True
+    server.cut["/ckpt.pth"] = len(PAYLOAD) // 2
     with pytest.raises(DownloadError, match="re-run to resume"):
         weights.fetch("test-ckpt", progress=False)
     part = wdir / "test.pth.part"
@@ -181,17 +221,7 @@ def test_interrupted_download_resumes_with_range(server, wdir, monkeypatch):
     have = part.stat().st_size
     p = weights.fetch("test-ckpt", progress=False)
     assert p.read_bytes() == PAYLOAD and not part.exists()
-    assert server.requests[-1] == ("/ckpt.pth", f"bytes={have}-")
-
-
-def test_precreated_part_is_completed_by_range_request(server, wdir, monkeypatch):
-    _entry(monkeypatch, server.url + "/ckpt.pth", sha256=SHA)
-    wdir.mkdir(parents=True)
-    half = len(PAYLOAD) // 2
-    (wdir / "test.pth.part").write_bytes(PAYLOAD[:half])
-    weights.fetch("test-ckpt", progress=False)
-    assert (wdir / "test.pth").read_bytes() == PAYLOAD
-    assert server.requests == [("/ckpt.pth", f"bytes={half}-")]
+    assert server.requests[-1][:2] == ("/ckpt.pth", f"bytes={have}-")
 
 
 def test_server_without_range_support_restarts(server, wdir, monkeypatch):
@@ -329,7 +359,7 @@ def test_cli_fetch_all_keeps_going_and_fails_at_end(tmp_path, wdir, monkeypatch,
     assert rc == 1
     assert (wdir / "a.pth").exists() and (wdir / "c.pth").exists()
     assert "open the Drive page" in out.err and "b-manual" in out.err
-    assert weights.cli(["list"]) == 0
+    assert weights.cli(["list", "--no-unlocks"]) == 0
     assert "a-ok" in capsys.readouterr().out
     assert weights.cli(["verify"]) == 0
 

@@ -1,0 +1,1 @@
+"""The user's online path, rehearsed offline: ``make rehearse`` (see :mod:`.run`)."""
