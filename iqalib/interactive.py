@@ -3,14 +3,45 @@ clean / attacked / purified side by side with the metric's scores and a differen
 
 The logic (:meth:`CompareApp.compute`) is separate from the widgets so that tests can drive
 the callbacks without a browser; :meth:`CompareApp.widget` wires it to ipywidgets.
+
+The strength slider sets the attack's budget ``eps`` (in 1/255). For I-FGSM and MI-FGSM the step
+follows it, ``alpha = eps / steps``: at the study's 10/255 that is its 10 steps of 1/255, and a
+larger budget is really used (a fixed 1/255 step could never leave a 10/255 ball in 10 steps).
+AMI-FGSM already steps by ``eps / steps``. Attacks without a budget (AdvCF, Korhonen, SSAH,
+Zhang et al.: ``Attack.has_eps`` is False) ignore the slider, and the app disables it for them.
 """
 from __future__ import annotations
 
+import math
+import os
+import time
 from dataclasses import dataclass, field
 
 import torch
 
 from .api import load_attack, load_defense, load_metric
+from .evaluate import measures
+
+#: what the slider means for the attacks whose budget is not an L-inf radius
+_BUDGET_NOTES = {
+    "madc": "MAD competition: eps bounds the RMSE to the clean image",
+}
+
+
+def live_session() -> bool:
+    """True in a notebook a person is looking at (JupyterLab, Notebook, VS Code), False under
+    papermill / nbclient or in a plain Python process: the widgets are only worth drawing there.
+
+    A Jupyter server names the notebook in the kernel's ``JPY_SESSION_NAME``; VS Code sets
+    ``__vsc_ipynb_file__``; papermill and nbclient set neither."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    ip = get_ipython()
+    if ip is None or not hasattr(ip, "kernel"):
+        return False
+    return bool(os.environ.get("JPY_SESSION_NAME")) or "__vsc_ipynb_file__" in ip.user_ns
 
 
 @dataclass
@@ -27,26 +58,46 @@ class Comparison:
     scores: dict[str, float] = field(default_factory=dict)
     psnr_attacked: float = float("nan")
     psnr_purified: float = float("nan")
+    #: the budget the attack ran with (None: it has none and ignored the slider)
+    budget_255: float | None = None
+
+    @property
+    def changed(self) -> bool:
+        """Whether the attack changed the image at all (AdvCF may return the clean image)."""
+        return not torch.equal(self.attacked, self.clean)
+
+    @property
+    def moved(self) -> float:
+        """The attack's score change, attacked - clean."""
+        return self.scores["attacked"] - self.scores["clean"]
 
     @property
     def recovered(self) -> float:
-        """Share of the attack's score change the purifier undid (1 = fully, 0 = not at all)."""
-        moved = self.scores["attacked"] - self.scores["clean"]
-        if abs(moved) < 1e-12:
+        """Share of the attack's score change the purifier undid (1 = fully, 0 = not at all);
+        NaN when the attack did not move the score (there is nothing to undo)."""
+        if abs(self.moved) < 1e-12:
             return float("nan")
-        return 1.0 - (self.scores["purified"] - self.scores["clean"]) / moved
+        return 1.0 - (self.scores["purified"] - self.scores["clean"]) / self.moved
 
+    def attacked_caption(self, metric: str) -> str:
+        if not self.changed:
+            return "the attack did not change this image"
+        return f"{metric} {self.scores['attacked']:.2f}, PSNR {self.psnr_attacked:.1f} dB"
 
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a - b) ** 2).mean())
-    return 150.0 if mse == 0 else float(10 * torch.log10(torch.tensor(1.0 / mse)))
+    def purified_caption(self, metric: str) -> str:
+        text = f"{metric} {self.scores['purified']:.2f}"
+        if not self.changed:
+            return text + " (nothing to undo)"
+        if math.isnan(self.recovered):
+            return text + " (the attack did not move the score)"
+        return text + f", undid {self.recovered:.0%} of the change"
 
 
 class CompareApp:
     """Clean / attacked / purified comparison for one metric over an image set.
 
     ``images`` is an :class:`iqalib.datasets.ImageSet` (or anything with ``.ids`` and
-    ``.load(id)``); attacked images are cached per (image, attack, strength).
+    ``.load(id)``); attacked images are cached per (image, attack, strength), purifiers per name.
     """
 
     def __init__(self, images, metric="brisque", *, attacks=("ifgsm",),
@@ -59,58 +110,95 @@ class CompareApp:
         self.seed = seed
         self._adv_cache: dict[tuple, torch.Tensor] = {}
         self._defense_cache: dict[str, object] = {}
+        self._probes: dict[str, object] = {}
+        #: seconds the last widget redraw took (compute + figure), for the record
+        self.last_redraw_s: float | None = None
+
+    # -- the attack's budget -------------------------------------------------------------------
+    def _probe(self, name: str):
+        """The attack with its defaults (to read its settings)."""
+        if name not in self._probes:
+            self._probes[name] = load_attack(name, self.metric, seed=self.seed)
+        return self._probes[name]
+
+    def has_budget(self, name: str) -> bool:
+        """Whether the slider changes ``name`` (it has a numeric ``eps``)."""
+        probe = self._probe(name)
+        return bool(getattr(probe, "has_eps", False)) and isinstance(
+            probe.hparams.get("eps"), (int, float))
+
+    def budget_note(self, name: str) -> str:
+        """One line saying what the slider does for attack ``name``."""
+        probe = self._probe(name)
+        if not self.has_budget(name):
+            return f"{name} has no eps budget: the slider does not apply"
+        if name in _BUDGET_NOTES:
+            return _BUDGET_NOTES[name]
+        steps = probe.hparams.get("steps")
+        if steps:
+            return f"L-inf budget eps; {steps} steps of eps/{steps} (the study: 10/255, 1/255 steps)"
+        return "the attack's eps budget"
 
     def _attack(self, name: str, eps_255: float):
-        probe = load_attack(name, self.metric, seed=self.seed)
-        if getattr(probe, "has_eps", False) and "eps" in probe.hparams:
-            return load_attack(name, self.metric, eps=eps_255 / 255, seed=self.seed)
-        return probe
+        probe = self._probe(name)
+        if not self.has_budget(name):
+            return probe
+        kwargs = {"eps": eps_255 / 255}
+        if "alpha" in probe.hparams and probe.hparams.get("steps"):
+            # tie the step to the budget: eps / steps is the study's 1/255 at eps = 10/255
+            kwargs["alpha"] = eps_255 / 255 / probe.hparams["steps"]
+        return load_attack(name, self.metric, seed=self.seed, **kwargs)
 
     def _defense(self, spec: str):
         if spec not in self._defense_cache:
             self._defense_cache[spec] = load_defense(spec, device=self.device)
         return self._defense_cache[spec]
 
+    # -- one state -----------------------------------------------------------------------------
     def compute(self, image_id: str, attack: str, eps_255: float, defense: str) -> Comparison:
         clean = self.images.load(image_id).to(self.metric.device)
-        key = (image_id, attack, float(eps_255))
+        budget = float(eps_255) if self.has_budget(attack) else None
+        key = (image_id, attack, budget)
         if key not in self._adv_cache:
-            self._adv_cache[key] = self._attack(attack, eps_255)(clean)
+            self._adv_cache[key] = self._attack(attack, float(eps_255))(clean)
         attacked = self._adv_cache[key]
         purified = self._defense(defense)(attacked)
         scores = {name: float(self.metric.score(x)[0])
                   for name, x in (("clean", clean), ("attacked", attacked), ("purified", purified))}
-        same_size = purified.shape == clean.shape
+        psnr_att = float(measures.psnr(attacked, clean)[0])
+        psnr_pur = float(measures.psnr(measures.match_size(purified, clean), clean)[0])
         return Comparison(image_id, attack, float(eps_255), defense, clean.cpu(), attacked.cpu(),
-                          purified.cpu(), scores, _psnr(attacked, clean),
-                          _psnr(purified, clean) if same_size else float("nan"))
+                          purified.cpu(), scores, psnr_att, psnr_pur, budget)
 
     def figure(self, c: Comparison):
         """Four panels: clean, attacked, purified, and the amplified attacked-clean difference."""
         import matplotlib.pyplot as plt
 
-        from .viz import _hwc, difference_map
+        from .viz import RC, _hwc, _image_axis, difference_map
 
-        fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
-        panels = [("clean", c.clean, f"{c.scores['clean']:.2f}"),
-                  (f"attacked ({c.attack})", c.attacked,
-                   f"{c.scores['attacked']:.2f}, PSNR {c.psnr_attacked:.1f} dB"),
-                  (f"purified ({c.defense})", c.purified,
-                   f"{c.scores['purified']:.2f}, recovered {c.recovered:.0%}"),
-                  ("|attacked - clean| x10", difference_map(c.attacked, c.clean), "")]
-        lower = " (lower is better)" if self.metric.lower_better else ""
-        for ax, (title, img, label) in zip(axes, panels):
-            ax.imshow(_hwc(img))
-            ax.set_title(title, fontsize=10)
-            ax.set_xlabel(f"{self.metric.name} {label}" if label else "", fontsize=9)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.suptitle(f"{c.image_id}: {self.metric.name}{lower}", fontsize=11)
-        fig.tight_layout()
+        name = self.metric.name
+        budget = f", eps {c.budget_255:g}/255" if c.budget_255 is not None else ""
+        diff_title = "|attacked - clean| x10" if c.changed else "no difference"
+        panels = [("clean", c.clean, f"{name} {c.scores['clean']:.2f}"),
+                  (f"attacked ({c.attack}{budget})", c.attacked, c.attacked_caption(name)),
+                  (f"purified ({c.defense})", c.purified, c.purified_caption(name)),
+                  (diff_title, difference_map(c.attacked, c.clean), "")]
+        lower = "lower is better" if self.metric.lower_better else "higher is better"
+        with plt.rc_context(RC):
+            fig, axes = plt.subplots(1, 4, figsize=(13, 3.7))
+            for ax, (title, img, text) in zip(axes, panels):
+                ax.imshow(_hwc(img))
+                ax.set_title(title, fontsize=9)
+                ax.set_xlabel(text, fontsize=8)
+                _image_axis(ax)
+            fig.suptitle(f"{c.image_id}: {name} ({lower})", fontsize=10)
+            fig.tight_layout()
         return fig
 
+    # -- the widgets ---------------------------------------------------------------------------
     def widget(self):
-        """The ipywidgets app: dropdowns for image / attack / purifier, a strength slider."""
+        """The ipywidgets app: dropdowns for image / attack / purifier, a strength slider that is
+        disabled for attacks without a budget, and a status line that says when it is busy."""
         import ipywidgets as W
         import matplotlib.pyplot as plt
         from IPython.display import display
@@ -120,16 +208,42 @@ class CompareApp:
         eps = W.FloatSlider(value=10, min=1, max=32, step=1, description="eps (/255)",
                             continuous_update=False)
         defense = W.Dropdown(options=self.defenses, description="purifier")
+        status = W.HTML(value="")
         out = W.Output()
+        controls = (image, attack, eps, defense)
+
+        def sync_slider():
+            budget = self.has_budget(attack.value)
+            eps.disabled = not budget
+            eps.description = "eps (/255)" if budget else "no budget"
+            eps.tooltip = self.budget_note(attack.value)
 
         def redraw(*_):
-            with out:
-                out.clear_output(wait=True)
-                fig = self.figure(self.compute(image.value, attack.value, eps.value, defense.value))
-                display(fig)
+            t0 = time.perf_counter()
+            sync_slider()
+            for w in controls:
+                w.disabled = True
+            status.value = (f"<i>computing: {attack.value} on {image.value}, "
+                            f"purifier {defense.value} ...</i>")
+            try:
+                c = self.compute(image.value, attack.value, eps.value, defense.value)
+                fig = self.figure(c)
+                with out:
+                    out.clear_output(wait=True)
+                    display(fig)
                 plt.close(fig)
+                self.last_redraw_s = time.perf_counter() - t0
+                status.value = (f"drawn in {self.last_redraw_s:.1f} s. "
+                                f"{self.budget_note(attack.value)}.")
+            except Exception as e:  # show it where the user looks, then keep the app usable
+                status.value = f"<b>failed:</b> {type(e).__name__}: {e}"
+                raise
+            finally:
+                for w in controls:
+                    w.disabled = False
+                sync_slider()
 
-        for w in (image, attack, eps, defense):
+        for w in controls:
             w.observe(redraw, names="value")
         redraw()
-        return W.VBox([W.HBox([image, attack]), W.HBox([eps, defense]), out])
+        return W.VBox([W.HBox([image, attack]), W.HBox([eps, defense]), status, out])

@@ -69,7 +69,10 @@ def test_widget_callbacks_recompute(app, monkeypatch):
     assert calls == [("astronaut", "ifgsm", 10.0, "identity")]   # drawn once at start
     controls = [w for row in box.children[:2] for w in row.children]
     by_name = {w.description: w for w in controls}
-    assert isinstance(box.children[2], W.Output)
+    status, out = box.children[2], box.children[3]
+    assert isinstance(out, W.Output) and isinstance(status, W.HTML)
+    assert status.value.startswith("drawn in") and app.last_redraw_s > 0
+    assert not any(w.disabled for w in controls)                 # busy only while computing
     by_name["purifier"].value = "flip"
     assert calls[-1] == ("astronaut", "ifgsm", 10.0, "flip")
     by_name["image"].value = "coffee"
@@ -83,3 +86,81 @@ def test_widget_callbacks_recompute(app, monkeypatch):
     assert len(app._adv_cache) == n
     assert set(by_name["image"].options) == {"astronaut", "chelsea", "coffee"}
     assert np.isfinite(real(*calls[-1]).scores["purified"])
+
+
+def test_the_slider_changes_the_attack_above_10(app, toy_metric):
+    """The step follows the budget (alpha = eps / steps): 10, 20 and 32 give different images,
+    each using its budget; at 10/255 it is exactly the study's default I-FGSM (10 x 1/255)."""
+    import iqalib
+
+    images = {e: app.compute("chelsea", "ifgsm", e, "identity").attacked for e in (10, 20, 32)}
+    assert not torch.equal(images[10], images[20])
+    assert not torch.equal(images[20], images[32])
+    assert not torch.equal(images[10], images[32])
+    clean = app.images.load("chelsea")
+    for e, x in images.items():
+        linf = float((x - clean).abs().max())
+        assert linf <= e / 255 + 1e-6
+        assert linf > (e - 1) / 255          # the budget is reached, not capped at 10/255
+    default = iqalib.load_attack("ifgsm", toy_metric)(clean)
+    assert torch.equal(images[10], default)
+    assert "10 steps of eps/10" in app.budget_note("ifgsm")
+
+
+def test_attacks_without_a_budget_disable_the_slider(toy_metric, photos64, monkeypatch):
+    pytest.importorskip("ipywidgets")
+    import matplotlib
+    matplotlib.use("Agg")
+
+    imgs = TensorImages(photos64[:1], ["astronaut"], name="toy")
+    app = CompareApp(imgs, toy_metric, attacks=("ifgsm", "advcf"), defenses=("identity",),
+                     device="cpu")
+    assert app.has_budget("ifgsm") and not app.has_budget("advcf")
+    assert "no eps budget" in app.budget_note("advcf")
+    monkeypatch.setattr("IPython.display.display", lambda *a, **k: None)
+    box = app.widget()
+    eps = box.children[1].children[0]
+    attack = box.children[0].children[1]
+    assert not eps.disabled
+    attack.value = "advcf"
+    assert eps.disabled and eps.description == "no budget"
+    # the slider does not re-run an attack that has no budget
+    n = len(app._adv_cache)
+    eps.value = 20
+    assert len(app._adv_cache) == n
+    attack.value = "ifgsm"
+    assert not eps.disabled
+
+
+def test_an_unchanged_image_is_said_so(app):
+    """AdvCF can return the clean image: no "PSNR 150 dB", no "recovered nan%"."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = app.compute("coffee", "ifgsm", 10, "flip")
+    c.attacked = c.clean.clone()
+    c.scores["attacked"] = c.scores["clean"]
+    assert not c.changed
+    fig = app.figure(c)
+    text = " ".join(ax.get_xlabel() + " " + ax.get_title() for ax in fig.axes)
+    assert "the attack did not change this image" in text
+    assert "150" not in text and "nan" not in text
+    plt.close(fig)
+
+
+def test_live_session_is_false_outside_a_notebook_and_under_papermill(monkeypatch):
+    from iqalib import interactive
+
+    assert interactive.live_session() is False          # pytest: no kernel
+
+    class Kernel:
+        def __init__(self):
+            self.kernel = object()
+            self.user_ns = {}
+
+    monkeypatch.setattr("IPython.get_ipython", lambda: Kernel())
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    assert interactive.live_session() is False          # a kernel without a server: papermill
+    monkeypatch.setenv("JPY_SESSION_NAME", "notebooks/10_interactive.ipynb")
+    assert interactive.live_session() is True           # JupyterLab names the notebook
