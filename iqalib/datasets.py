@@ -433,32 +433,47 @@ def _unescape(text: str) -> str:
 
 
 def _read_nips_csv(data: bytes) -> list[dict]:
-    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+    reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
+    rows = list(reader)
     need = {"ImageId", "URL", "x1", "y1", "x2", "y2", "TrueLabel"}
-    if not rows or not need <= set(rows[0]):
+    if not need <= set(reader.fieldnames or ()):
         raise IqalibError(f"not a NIPS 2017 dev_dataset.csv: need columns {sorted(need)}")
     return rows
 
 
-def fetch_nips17(root: str | os.PathLike | None = None, *, limit: int | None = None,
-                 source: str | os.PathLike | None = None, csv_url: str = NIPS17_CSV_URL,
-                 workers: int = 8, timeout: float = 30.0, progress: bool = True) -> pd.DataFrame:
-    """Fetch the NIPS 2017 adversarial competition development set into ``root``.
+def _nips_png(data: bytes, image_id: str) -> bytes:
+    """Bytes of a ready-made NIPS'17 PNG (a mirror's or Kaggle's copy), checked to decode to
+    299x299; kept as they are when they are plain 8-bit RGB, else re-encoded as such."""
+    from PIL import Image
 
-    Reads ``dev_dataset.csv`` (from ``csv_url``, the cleverhans v3.1.0 copy, or from
-    ``source``), downloads each Flickr URL, crops and resizes as the official script does and
-    saves ``<ImageId>.png``. ``source`` may be a local CSV (its URLs may be file://) or a folder
-    holding the CSV (``dev_dataset.csv`` or Kaggle's ``images.csv``) and already-made PNGs
-    (``images/<ImageId>.png`` or ``<ImageId>.png``), which are used instead of downloading.
-    Resumable: images already saved are kept. Failures are kept in ``manifest.csv`` with their
-    status and printed, never dropped silently. Returns the manifest.
-    """
-    from .download import fetch_bytes
-    from .images import save_image
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()  # decodes every byte: a truncated file fails here
+            if im.size != (SIDE, SIDE):
+                raise ImageError(f"{image_id}.png is {im.size[0]}x{im.size[1]}, not {SIDE}x{SIDE}")
+            if im.format == "PNG" and im.mode == "RGB":
+                return data
+            return _png_bytes(im.convert("RGB"))
+    except ImageError:
+        raise
+    except Exception as exc:  # PIL raises many types for broken files
+        raise ImageError(f"{image_id}.png cannot be decoded "
+                         f"({type(exc).__name__}: {exc})") from exc
 
-    root = Path(root) if root is not None else paths.data_dir() / "nips17"
-    root.mkdir(parents=True, exist_ok=True)
-    local_dirs: list[Path] = []
+
+def _complete_png(path: Path) -> bool:
+    """Whether a saved image decodes completely to 299x299 (a kept file must)."""
+    try:
+        _nips_png(path.read_bytes(), path.stem)
+        return True
+    except (ImageError, OSError):
+        return False
+
+
+def _read_csv_source(source, csv_url, timeout) -> tuple[bytes, list[Path], str]:
+    """The CSV's bytes, folders holding ready-made PNGs, and where the CSV came from."""
+    from .download import fetch_bytes, mirror_urls
+
     if source is not None:
         src = Path(source).expanduser()
         if src.is_dir():
@@ -466,55 +481,103 @@ def fetch_nips17(root: str | os.PathLike | None = None, *, limit: int | None = N
             csv_path = next((c for c in cands if c.is_file()), None)
             if csv_path is None:
                 raise MissingDataError(f"{src}: no dev_dataset.csv or images.csv in it")
-            local_dirs = [src / "images", src]
-        elif src.is_file():
-            csv_path = src
-        else:
-            raise MissingDataError(f"{src}: no such file or folder")
-        csv_data = csv_path.read_bytes()
-    else:
-        urls = [csv_url] + [u for u in NIPS17_CSV_URLS if u != csv_url]
-        csv_data, errs = None, []
-        for u in urls:
-            try:
-                csv_data = fetch_bytes(u, timeout=timeout)
-                break
-            except DownloadError as exc:
-                errs.append(str(exc))
-        if csv_data is None:
-            raise DownloadError("cannot download dev_dataset.csv (" + "; ".join(errs) + "). "
-                                "Without the internet use a Kaggle copy: --from DIR.")
+            return csv_path.read_bytes(), [src / "images", src], str(csv_path)
+        if src.is_file():
+            return src.read_bytes(), [], str(src)
+        raise MissingDataError(f"{src}: no such file or folder")
+    urls = [csv_url] if csv_url else [*mirror_urls("nips17/dev_dataset.csv"), *NIPS17_CSV_URLS]
+    errs = []
+    for u in urls:
+        try:
+            return fetch_bytes(u, timeout=timeout), [], u
+        except DownloadError as exc:
+            errs.append(str(exc))
+    raise DownloadError("cannot download dev_dataset.csv (" + "; ".join(errs) + "). Without the "
+                        "internet use a mirror (IQALIB_MIRROR) or a Kaggle copy: --from DIR.")
+
+
+def fetch_nips17(root: str | os.PathLike | None = None, *, limit: int | None = None,
+                 source: str | os.PathLike | None = None, csv_url: str | None = None,
+                 workers: int = 8, timeout: float = 30.0, progress: bool = True) -> pd.DataFrame:
+    """Fetch the NIPS 2017 adversarial competition development set into ``root``.
+
+    Reads ``dev_dataset.csv`` from ``source`` if given, else from ``csv_url`` if given, else
+    from the ``IQALIB_MIRROR`` mirrors (``<mirror>/nips17/dev_dataset.csv``) and then the
+    cleverhans v3.1.0 copy. Each image comes from the first place that has it: a ready-made
+    ``<ImageId>.png`` in ``source``'s folder (``images/`` or beside the CSV: Kaggle's layout) or
+    on a mirror (``<mirror>/nips17/images/<ImageId>.png``), used as is after checking that it
+    decodes to 299x299; else the row's URL (Flickr), cropped and resized as the official script
+    does (:func:`_nips_crop`), saved as ``<ImageId>.png``.
+
+    Resumable: an image saved by an earlier run is kept when it decodes completely and the
+    earlier manifest row (if any) names the same URL and crop box; otherwise it is fetched
+    again. Every write is atomic, so a killed run leaves whole images only. Each image fails on
+    its own: its status in ``manifest.csv`` says why, and the others are unaffected. Returns the
+    manifest; raises :class:`~iqalib.errors.IqalibError` when the CSV lists no images.
+    """
+    from .download import NotOnServer, fetch_bytes, mirror_urls
+
+    root = Path(root) if root is not None else paths.data_dir() / "nips17"
+    root.mkdir(parents=True, exist_ok=True)
+    csv_data, local_dirs, csv_from = _read_csv_source(source, csv_url, timeout)
     rows = _read_nips_csv(csv_data)
     atomic_write_bytes(root / "dev_dataset.csv", csv_data)
     if limit is not None:
         rows = rows[:limit]
+    if not rows:
+        raise IqalibError(f"{csv_from} lists no images (limit={limit}): nothing to fetch.")
+    previous = _read_manifest(root / "manifest.csv")
+    before = {} if previous is None else {r["image_id"]: r for _, r in previous.iterrows()}
+    box_keys = ("x1", "y1", "x2", "y2")
 
     def one(row: dict) -> dict:
         image_id = row["ImageId"].strip()
         out = root / f"{image_id}.png"
+        box = ",".join(row.get(k, "").strip() for k in box_keys)
         rec = {"image_id": image_id, "ImageId": image_id, "URL": row.get("URL", ""),
-               "author": _unescape(row.get("Author", "")), "licence": row.get("License", ""),
-               "TrueLabel": row.get("TrueLabel", ""), "TargetClass": row.get("TargetClass", ""),
-               "sha256": "", "status": ""}
+               "box": box, "author": _unescape(row.get("Author", "")),
+               "licence": row.get("License", ""), "TrueLabel": row.get("TrueLabel", ""),
+               "TargetClass": row.get("TargetClass", ""), "fetched_from": "", "sha256": "",
+               "status": ""}
         try:
-            if not out.is_file():  # resumable: a saved PNG is complete (atomic writes)
-                local = next((d / f"{image_id}.png" for d in local_dirs
-                              if (d / f"{image_id}.png").is_file()), None)
-                if local is not None:
-                    x = load_image(local)
-                    if x.shape[-2:] != (SIDE, SIDE):
-                        raise ImageError(f"{local} is {x.shape[-1]}x{x.shape[-2]}, not 299x299")
-                    save_image(x, out)
-                else:
-                    data = fetch_bytes(row["URL"], timeout=timeout,
-                                       reject_redirects_to=FLICKR_PLACEHOLDERS)
-                    im = _nips_crop(data, *(float(row[k]) for k in ("x1", "y1", "x2", "y2")))
-                    atomic_write_bytes(out, _png_bytes(im))
+            old = before.get(image_id)
+            same_row = old is None or (old.get("URL", "") == rec["URL"]
+                                       and old.get("box", box) == box)
+            if out.is_file() and same_row and _complete_png(out):
+                rec["fetched_from"] = (old.get("fetched_from", "") if old is not None
+                                       else "") or "kept from an earlier run"
+            else:
+                rec["fetched_from"] = _fetch_one(image_id, row, out)
             rec["sha256"] = hashlib.sha256(out.read_bytes()).hexdigest()
             rec["status"] = "ok"
         except Exception as exc:  # noqa: BLE001 (one bad URL must not stop the other 999)
             rec["status"] = f"failed: {type(exc).__name__}: {exc}".replace("\n", " ")[:300]
         return rec
+
+    def _fetch_one(image_id: str, row: dict, out: Path) -> str:
+        """Save the image from the first source that has a good copy; return that source."""
+        problems = []
+        ready = [str(d / f"{image_id}.png") for d in local_dirs
+                 if (d / f"{image_id}.png").is_file()]
+        for where in ready + mirror_urls(f"nips17/images/{image_id}.png"):
+            try:
+                data = fetch_bytes(where, timeout=timeout)
+                atomic_write_bytes(out, _nips_png(data, image_id))
+                return where
+            except NotOnServer:
+                continue  # a mirror may hold only the CSV: the row's URL comes next
+            except (DownloadError, ImageError) as exc:  # a bad copy costs only this source
+                problems.append(f"{where}: {exc}")
+        try:
+            data = fetch_bytes(row["URL"], timeout=timeout,
+                               reject_redirects_to=FLICKR_PLACEHOLDERS)
+            im = _nips_crop(data, *(float(row[k]) for k in box_keys))
+        except Exception as exc:
+            if not problems:
+                raise
+            raise ImageError("; ".join([*problems, f"{row['URL']}: {exc}"])) from exc
+        atomic_write_bytes(out, _png_bytes(im))
+        return row["URL"]
 
     from tqdm.auto import tqdm
 
@@ -526,17 +589,21 @@ def fetch_nips17(root: str | os.PathLike | None = None, *, limit: int | None = N
     man.to_csv(buf, index=False, lineterminator="\n")
     atomic_write_bytes(root / "manifest.csv", buf.getvalue().encode())
     failed = man[man["status"] != "ok"]
-    print(f"nips17: {len(man) - len(failed)}/{len(man)} images in {root}")
+    print(f"nips17: {len(man) - len(failed)}/{len(man)} images in {root} (CSV from {csv_from})")
     for _, r in failed.iterrows():
         print(f"  {r['ImageId']}: {r['status']} ({r['URL']})", file=sys.stderr)
     if len(failed):
-        print(f"{len(failed)} failed (listed in {root / 'manifest.csv'}); re-run to retry them.",
-              file=sys.stderr)
+        print(f"{len(failed)} failed (listed in {root / 'manifest.csv'}); re-run to retry them, "
+              "or fetch the missing ones from a Kaggle copy (--from DIR) or a mirror "
+              "(IQALIB_MIRROR).", file=sys.stderr)
     return man
 
 
 def cli(argv: list[str]) -> int:
-    """``python -m iqalib data fetch nips17 [--root DIR] [--limit N] [--from SRC]``."""
+    """``python -m iqalib data fetch nips17 [--root DIR] [--limit N] [--from SRC]``.
+
+    Exit status 0 when every listed image is present, 1 when any failed (or none was fetched),
+    2 on bad arguments."""
     ap = argparse.ArgumentParser(prog="python -m iqalib data", description="fetch a data set")
     sub = ap.add_subparsers(dest="cmd", required=True)
     pf = sub.add_parser("fetch", help="download a data set")
@@ -545,10 +612,17 @@ def cli(argv: list[str]) -> int:
     pf.add_argument("--limit", type=int, default=None, help="only the first N images")
     pf.add_argument("--from", dest="source", default=None,
                     help="a local dev_dataset.csv, or a folder (Kaggle copy) with the CSV + PNGs")
-    pf.add_argument("--csv-url", default=NIPS17_CSV_URL)
+    pf.add_argument("--csv-url", default=None,
+                    help="the CSV's URL (default: the IQALIB_MIRROR mirrors, then cleverhans)")
     pf.add_argument("--workers", type=int, default=8)
     pf.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        print(f"data fetch: --limit must be >= 1, got {args.limit}", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print(f"data fetch: --workers must be >= 1, got {args.workers}", file=sys.stderr)
+        return 2
     try:
         man = fetch_nips17(args.root, limit=args.limit, source=args.source,
                            csv_url=args.csv_url, workers=args.workers,
@@ -556,7 +630,11 @@ def cli(argv: list[str]) -> int:
     except IqalibError as exc:
         print(f"data fetch {args.dataset}: {exc}", file=sys.stderr)
         return 1
-    return 0 if (man["status"] == "ok").all() else 1
+    n_ok = int((man["status"] == "ok").sum())
+    if n_ok == 0:
+        print(f"data fetch {args.dataset}: no image could be fetched (see above).",
+              file=sys.stderr)
+    return 0 if n_ok == len(man) else 1
 
 
 __all__ = [
