@@ -290,3 +290,92 @@ def test_cli_samples_prints_summary(samples_root, capsys):
     assert datasets.cli_samples(["--root", str(samples_root)]) == 0
     out = capsys.readouterr().out
     assert "299x299" in out and "scikit-image" in out
+
+
+# --- NIPS 2017 through a mirror; nothing lost, nothing silently wrong (issues 10, 14) -----------
+def _serve_nips(srv, tmp_path):
+    """The CSV of :func:`_nips_sources` on the server's mirror path, its photos under /flickr."""
+    csv_p, src = _nips_sources(tmp_path)
+    text = csv_p.read_text().replace(src.as_uri(), srv.url + "/flickr")
+    for f in src.iterdir():
+        srv.files[f"/flickr/{f.name}"] = f.read_bytes()
+    srv.files["/m/nips17/dev_dataset.csv"] = text.encode()
+    return text, src
+
+
+@pytest.fixture
+def srv():
+    from iqalib.rehearsal.server import FileServer
+
+    with FileServer() as s:
+        yield s
+
+
+def test_nips17_through_a_mirror_uses_its_ready_pngs_then_the_urls(srv, tmp_path, monkeypatch):
+    _serve_nips(srv, tmp_path)
+    ready = np.random.default_rng(1).integers(0, 256, (299, 299, 3), dtype=np.uint8)
+    _write(tmp_path / "ready.png", ready)
+    srv.files["/m/nips17/images/aaaa000000000002.png"] = (tmp_path / "ready.png").read_bytes()
+    monkeypatch.setenv("IQALIB_MIRROR", srv.url + "/m")
+    man = fetch_nips17(tmp_path / "out", progress=False)
+    assert man["status"].tolist()[:2] == ["ok", "ok"]
+    assert man["fetched_from"][1].endswith("/m/nips17/images/aaaa000000000002.png")
+    assert man["fetched_from"][0] == srv.url + "/flickr/one.jpg"
+    out = tmp_path / "out"
+    assert (out / "aaaa000000000002.png").read_bytes() == (tmp_path / "ready.png").read_bytes()
+    assert srv.requests[0][0] == "/m/nips17/dev_dataset.csv"  # the mirror before GitHub
+
+
+def test_nips17_a_bad_copy_costs_only_itself(srv, tmp_path, monkeypatch, capsys):
+    _serve_nips(srv, tmp_path)
+    good = (tmp_path / "flickr" / "one.jpg").read_bytes()
+    srv.files["/m/nips17/images/aaaa000000000001.png"] = b"\x89PNG\r\n\x1a\n broken"
+    srv.files["/flickr/two.png"] = srv.files["/flickr/two.png"][:5000] + b"\0" * 100  # truncated
+    monkeypatch.setenv("IQALIB_MIRROR", srv.url + "/m")
+    rc = datasets.cli(["fetch", "nips17", "--root", str(tmp_path / "out"), "--no-progress"])
+    assert rc == 1
+    man = pd.read_csv(tmp_path / "out" / "manifest.csv", dtype=str, keep_default_na=False)
+    # the broken mirror PNG fell back to the photo's URL; the truncated photo failed alone
+    assert man["status"][0] == "ok" and man["fetched_from"][0].endswith("/flickr/one.jpg")
+    assert man["status"][1].startswith("failed") and man["status"][2].startswith("failed")
+    assert not (tmp_path / "out" / "aaaa000000000002.png").exists()
+    assert good and "aaaa000000000002" in capsys.readouterr().err
+
+
+def test_nips17_resume_keeps_only_whole_images_of_the_same_row(srv, tmp_path):
+    text, _ = _serve_nips(srv, tmp_path)
+    out = tmp_path / "out"
+    url = srv.url + "/m/nips17/dev_dataset.csv"
+    fetch_nips17(out, csv_url=url, progress=False)
+    p1, p2 = out / "aaaa000000000001.png", out / "aaaa000000000002.png"
+    mtime1 = p1.stat().st_mtime_ns
+    p2.write_bytes(p2.read_bytes()[:3000])  # a damaged file (a copy cut short, a full disk)
+    # upstream corrected the first row's crop box: its old image is not that row's image
+    srv.files["/m/nips17/dev_dataset.csv"] = text.replace(
+        "aaaa000000000001,", "aaaa000000000001,", 1).replace("0.25,0.0,1.0,0.75", "0.0,0.0,1.0,1.0",
+                                                             1).encode()
+    man = fetch_nips17(out, csv_url=url, progress=False)
+    assert man["status"].tolist()[:2] == ["ok", "ok"]
+    assert p1.stat().st_mtime_ns != mtime1
+    np.testing.assert_array_equal(np.asarray(Image.open(p1)),
+                                  _official(tmp_path / "flickr" / "one.jpg", (0, 0, 1, 1)))
+    np.testing.assert_array_equal(np.asarray(Image.open(p2)),
+                                  _official(tmp_path / "flickr" / "two.png",
+                                            (0, 0.333333333333, 0.5, 1)))
+    mtime1 = p1.stat().st_mtime_ns
+    fetch_nips17(out, csv_url=url, progress=False)  # nothing changed: nothing is fetched again
+    assert p1.stat().st_mtime_ns == mtime1
+
+
+def test_nips17_a_run_that_fetches_nothing_exits_nonzero(srv, tmp_path, capsys):
+    header = ",".join(FIELDS) + "\n"
+    srv.files["/empty.csv"] = header.encode()
+    rc = datasets.cli(["fetch", "nips17", "--root", str(tmp_path / "o"), "--csv-url",
+                       srv.url + "/empty.csv", "--no-progress"])
+    assert rc == 1 and "lists no images" in capsys.readouterr().err
+    srv.files["/gone.csv"] = (header + "bbbb000000000001," + srv.url + "/nothing.jpg,0,0,1,1,1,2,"
+                              ",,,\n").encode()
+    rc = datasets.cli(["fetch", "nips17", "--root", str(tmp_path / "o"), "--csv-url",
+                       srv.url + "/gone.csv", "--no-progress"])
+    assert rc == 1 and "no image could be fetched" in capsys.readouterr().err
+    assert datasets.cli(["fetch", "nips17", "--limit", "0", "--no-progress"]) == 2
