@@ -4,6 +4,7 @@
 #   make lab                  JupyterLab on notebooks/
 #   make weights [WEIGHTS=..] download the pretrained checkpoints (needs the internet)
 #   make data                 fetch the NIPS 2017 development set (needs the internet)
+#   make rehearse             the online path rehearsed offline (local mirror, stand-in weights)
 #   make bench                speed ratios measured in one run
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -20,10 +21,10 @@ PYTEST_ARGS ?=
 NOTEBOOKS   := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 EXECUTED    := $(patsubst notebooks/%,$(BUILD)/%,$(NOTEBOOKS))
 
-.PHONY: help env reproduce test lab weights data bench samples clean lint strip-check
+.PHONY: help env reproduce test lab weights data bench samples clean lint strip-check rehearse
 
 help:
-	@sed -n '2,8p' Makefile
+	@sed -n '2,9p' Makefile
 
 # --- environment -----------------------------------------------------------
 env: $(STAMP)
@@ -77,6 +78,11 @@ weights: $(STAMP)
 
 data: $(STAMP)
 	$(PY) -m iqalib data fetch nips17
+
+# make weights, make data and every notebook (rehearsal profile) against a local server with
+# stand-in checkpoints, in a temporary folder; REHEARSE_ARGS: e.g. --keep, --notebooks 00 03
+rehearse: $(STAMP)
+	$(PY) -m iqalib.rehearsal $(REHEARSE_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m iqalib bench
