@@ -8,8 +8,16 @@ from .registry import ATTACKS, DEFENSES, METRICS
 
 
 def _ensure_registered() -> None:
+    """Register the built-in components, then the user's plugins (entry-point group
+    ``iqalib.plugins`` and ``$IQALIB_PLUGINS``; each loads once per process)."""
     # importing the packages runs their @register decorators
     from . import attacks, defenses, metrics  # noqa: F401
+
+    try:
+        from .plugins import load_plugins
+    except ImportError:  # a checkout without the plugin hook
+        return
+    load_plugins()
 
 
 def load_metric(name: str, *, device: str = "auto", **kwargs: Any):
@@ -24,7 +32,8 @@ def load_metric(name: str, *, device: str = "auto", **kwargs: Any):
 
 
 def load_attack(name: str, metric, **kwargs: Any):
-    """An attack by name against ``metric`` (an :class:`IQAMetric` or a metric name)."""
+    """An attack by name against ``metric`` (an :class:`IQAMetric` or a metric name).
+    Unknown names and keywords raise with the closest matches and the valid ones."""
     _ensure_registered()
     if isinstance(metric, str):
         metric = load_metric(metric)

@@ -74,11 +74,14 @@ def _fit(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class ImageSet:
     """An ordered, named collection of images on disk.
 
-    ``.name``, ``.root``, ``.ids`` (list of str), ``.manifest`` (DataFrame, one row per image,
-    first column ``image_id``), ``len()``, ``load(id) -> [1,3,H,W]``, ``batch(ids) -> [B,3,H,W]``,
-    ``subset(n)`` (first n ids), iteration over ``(image_id, [1,3,H,W])``. With ``size=`` every
-    image is resized to cover it and centre-cropped (so mixed sizes batch); without it a batch of
-    mixed sizes is an error. ``skipped`` lists ``(file, reason)`` of unreadable files.
+    Implements the image-set protocol (:class:`iqalib.imagesets.Images`): ``.name``,
+    ``.label`` (``name@HxW`` when resized), ``.ids`` (list of str), ``len()``,
+    ``load(id) -> [1,3,H,W]``, ``batch(ids) -> [B,3,H,W]``, ``subset(ids)`` (a list of ids, or
+    an int n: the first n), ``content_id(id)`` (sha256 of the file's bytes, with the resize) and
+    ``fingerprint()``; also ``.root``, ``.manifest`` (DataFrame, one row per image, first column
+    ``image_id``) and iteration over ``(image_id, [1,3,H,W])``. With ``size=`` every image is
+    resized to cover it and centre-cropped (so mixed sizes batch); without it a batch of mixed
+    sizes is an error. ``skipped`` lists ``(file, reason)`` of unreadable files.
     """
 
     def __init__(self, name: str, root: Path, files: dict[str, Path], manifest: pd.DataFrame,
@@ -93,6 +96,7 @@ class ImageSet:
             size = (size, size)
         self.size: tuple[int, int] | None = tuple(size) if size is not None else None
         self.skipped = list(skipped)
+        self._digests: dict[tuple, str] = {}  # (file, size, mtime) -> sha256 of its bytes
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -134,14 +138,44 @@ class ImageSet:
                              "images one by one.")
         return torch.cat(xs, dim=0)
 
-    def subset(self, n: int) -> ImageSet:
-        """The first ``n`` images (deterministic: the set's own order)."""
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        ids = self.ids[:n]
-        man = self.manifest[self.manifest["image_id"].isin(ids)]
-        return ImageSet(self.name, self.root, {i: self._files[i] for i in ids}, man,
-                        size=self.size, skipped=self.skipped)
+    @property
+    def label(self) -> str:
+        """The table's ``dataset`` label: the name, with ``@HxW`` when the set is resized
+        (the same ids at another size are other images)."""
+        if self.size and "@" not in self.name:
+            return f"{self.name}@{self.size[0]}x{self.size[1]}"
+        return self.name
+
+    def subset(self, ids: Sequence[str] | int) -> ImageSet:
+        """The images ``ids`` (in that order), or the first ``ids`` images when it is an int."""
+        from .imagesets import subset_ids
+
+        keep = subset_ids(self.ids, ids, self.name)
+        man = self.manifest[self.manifest["image_id"].isin(keep)]
+        sub = ImageSet(self.name, self.root, {i: self._files[i] for i in keep}, man,
+                       size=self.size, skipped=self.skipped)
+        sub._digests = self._digests
+        return sub
+
+    def content_id(self, image_id: str) -> str:
+        """sha256 of the image file's bytes, with the resize (``@HxW``) when the set has one;
+        cached per file by its size and modification time."""
+        path = self.path(image_id)
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        digest = self._digests.get(key)
+        if digest is None:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            self._digests[key] = digest
+        size = f"@{self.size[0]}x{self.size[1]}" if self.size else ""
+        return hashlib.sha256(f"file:{digest}{size}".encode()).hexdigest()[:24]
+
+    def fingerprint(self) -> str:
+        """One digest of every image's content, in order."""
+        h = hashlib.sha256()
+        for i in self.ids:
+            h.update(self.content_id(i).encode())
+        return h.hexdigest()[:24]
 
 
 # --- folders -----------------------------------------------------------------------------------

@@ -209,7 +209,9 @@ def test_dask_gives_the_same_scores_as_local(tmp_path, photos64):
             prefixes = client.run_on_scheduler(
                 lambda dask_scheduler: {k: dict(p.state_counts)
                                         for k, p in dask_scheduler.task_prefixes.items()})
-            assert prefixes["iqalib-unit"]["memory"] == 3  # one task per unit reached memory
+            # one task per chunk of each kind reached memory
+            assert {k: prefixes[f"iqalib-{k}"]["memory"] for k in ("clean", "attack", "rows")} \
+                == {"clean": 3, "attack": 3, "rows": 3}
             pids = client.run(os.getpid)
             assert len(pids) == 2 and os.getpid() not in pids.values()
     finally:
@@ -224,20 +226,31 @@ def test_units_are_picklable_specs(tmp_path, toy_metric, photos64):
 
     units = grid.plan_units([toy_metric, "brisque"], [toys.SignAttack], ["none", "jpeg:q30"],
                             photos64, out=tmp_path, chunk_size=2)
-    assert len(units) == 2 * 1 * 2
+    kinds = [u.kind for u in units]
+    # per chunk (2): one clean task for the light group; per metric (2) x chunk: attack + rows
+    assert kinds.count("clean") == 2 and kinds.count("attack") == 4 and kinds.count("rows") == 4
     assert len({u.key for u in units}) == len(units)
-    u = pickle.loads(pickle.dumps(units[2]))
+    seen = set()
+    for u in units:  # dependencies come first
+        assert set(u.deps) <= seen
+        seen.add(u.key)
+    rows = [u for u in units if u.kind == "rows"]
+    u = pickle.loads(pickle.dumps(rows[2]))
     assert u.metric.spec == "brisque" and u.defenses[1].spec == "jpeg:q30"
-    assert tuple(u.images.ids) == units[2].ids == ("img0000", "img0001")
+    assert tuple(u.images.ids) == rows[2].ids == ("img0000", "img0001")
     # the key changes with the seed, the images and the defenses
     other = grid.plan_units([toy_metric], [toys.SignAttack], ["none", "jpeg:q30"], photos64,
                             out=tmp_path, chunk_size=2, seed=1)
-    assert other[0].key != units[0].key
+    assert {u.key for u in other}.isdisjoint(u.key for u in units)
+    flipped = grid.plan_units([toy_metric], [toys.SignAttack], ["none", "jpeg:q30"],
+                              photos64.flip(-1), out=tmp_path, chunk_size=2)
+    assert {u.key for u in flipped}.isdisjoint(u.key for u in units)
 
 
 def test_cli_runs_registry_specs(tmp_path, monkeypatch, capsys, photos64):
     from conftest import ToySharpness
 
+    from iqalib.cli import main
     from iqalib.registry import ATTACKS, METRICS
 
     if "toy-grid-metric" not in METRICS:
@@ -246,14 +259,16 @@ def test_cli_runs_registry_specs(tmp_path, monkeypatch, capsys, photos64):
         ATTACKS.add("toy-grid-sign", toys.SignAttack)
     monkeypatch.setattr(grid, "_load_dataset_cached",
                         lambda name, n, size: grid.TensorImages(photos64[:n], name=name))
-    rc = grid.cli(["--metrics", "toy-grid-metric", "--attacks", "toy-grid-sign", "--defenses",
-                   "none", "--images", "mini", "--n", "2", "--out", str(tmp_path / "q"),
-                   "--cache", str(tmp_path / "adv")])
+    rc = main(["run", "--metrics", "toy-grid-metric", "--attacks", "toy-grid-sign",
+               "--defenses", "none", "--images", "mini", "--n", "2", "--out",
+               str(tmp_path / "q"), "--cache", str(tmp_path / "adv")])
     assert rc == 0
     text = capsys.readouterr().out
     assert "4 rows" not in text and "2 rows" in text and "SROCC" in text
     df = load_results(tmp_path / "q")
     assert set(df["dataset"]) == {"mini"} and set(df["metric"]) == {"toy-grid-metric"}
+    assert main(["table", str(tmp_path / "q")]) == 0
+    assert "SROCC" in capsys.readouterr().out
 
 
 def test_two_runs_into_one_folder_keep_both_tables(tmp_path, toy_metric, photos64):
@@ -268,13 +283,14 @@ def test_two_runs_into_one_folder_keep_both_tables(tmp_path, toy_metric, photos6
 
 
 def test_a_resized_set_is_not_served_the_full_size_attacks(tmp_path, toy_metric):
-    """The attack cache is keyed by the set's name *and size*: the same ids at 64 px are other
-    images than at full size."""
+    """The attack cache is keyed by content, which includes the resize: the same ids at 64 px
+    are other images than at 96 px."""
     from iqalib.datasets import load_dataset
 
     kw = dict(out=tmp_path / "run", cache=tmp_path / "adv", progress=False, device="cpu")
     small = run_grid([toy_metric], [toys.SignAttack], ["none"], load_dataset("samples", n=1, size=64), **kw)
     large = run_grid([toy_metric], [toys.SignAttack], ["none"], load_dataset("samples", n=1, size=96), **kw)
     assert small["dataset"].iloc[0] == "samples@64x64" and large["dataset"].iloc[0] == "samples@96x96"
-    keys = [d for d in (tmp_path / "adv").iterdir() if d.is_dir()]
-    assert len(keys) == 2, "both sizes must be attacked and cached separately"
+    pngs = sorted((tmp_path / "adv").rglob("*.png"))
+    assert len(pngs) == 2, "both sizes must be attacked and cached separately"
+    assert small["image_sha"].iloc[0] != large["image_sha"].iloc[0]

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .._params import HasParams
-from ..metrics.base import check_batch
+from ..metrics.base import check_images
 
 
 class Defense(HasParams):
@@ -40,7 +40,7 @@ class Defense(HasParams):
         raise NotImplementedError
 
     def __call__(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        check_batch(x, f"{self.name} input")
+        check_images(x, f"{self.name} input")
         if self.device is not None:
             x = x.to(self.device)
         if self.stochastic and generator is None:

@@ -1,39 +1,49 @@
-"""The resumable metric x attack x defense grid: one tidy table, locally or on a Dask cluster.
+"""The resumable metric x attack x defense grid: tasks and their scheduling, locally or on Dask.
 
-A *unit* is metric x attack x image chunk: the chunk is attacked once (through the
-:class:`~iqalib.attacks.cache.AttackCache`, so every purifier sees the same 8-bit PNG inputs),
-then every defense purifies the clean and the attacked images. A unit's rows go to one parquet
-part file ``<out>/parts/<unit key>.parquet`` written atomically (temp + ``os.replace``); the key
-hashes every spec and parameter, the seed, the dataset and the image ids, so a rerun skips
-finished units and a run killed at any moment resumes and loses nothing. ``<out>/results.parquet``
-(the concatenation) is written at the end; :func:`load_results` reads the parts of an unfinished run.
+The grid is a small graph of *tasks* over image chunks (``chunk_size`` images each):
 
-One row per image x metric x attack x defense (x preset x seed), columns :data:`COLUMNS`.
-Gains, SROCC and Q are computed from it (:mod:`iqalib.evaluate.tables`), never stored.
-``"none"`` (or ``"identity"``) as a defense gives the undefended baseline rows.
+- ``clean`` (chunk x purifier group): every purifier of the group purifies the clean chunk
+  once, and every metric scores it (and the clean chunk). purify(clean) depends on neither the
+  metric nor the attack, so it is computed once per purifier x image x seed, not once per
+  attack. Written to ``<out>/stage/clean/``.
+- ``attack`` (metric x attack x chunk): attacks the chunk into the lossless attack cache
+  (:class:`~iqalib.attacks.cache.AttackCache`), so every purifier sees the same 8-bit inputs.
+- ``rows`` (metric x attack x chunk x purifier group): purifies the attacked chunk, scores it,
+  measures PSNR / SSIM against the clean chunk, joins the clean side and writes the rows to
+  ``<out>/parts/<task key>.parquet`` (:mod:`iqalib.evaluate.store`). Depends on the two above,
+  but computes whatever it finds missing itself, so no result depends on the scheduling.
 
-Failures of a unit (e.g. :class:`~iqalib.errors.MissingWeightsError` for a metric or a defense)
-are recorded in ``<out>/failures/<unit key>.json`` and summarised at the end instead of
-crashing halfway; a rerun retries only what failed. ``strict=True`` re-raises.
+Purifier *groups* size the tasks so a cluster stays busy: the light purifiers (transforms,
+JPEG) share one group; each purifier with a network (registry tag ``network``: DiffPure,
+MPRNet, ...) gets its own, together with the compositions that start with it
+(``diffpure:t10`` and ``diffpure-unsharp:t10``): in one task a composition reuses the output
+of its prefix (same input, same seed) instead of rerunning the sampler (:class:`PrefixMemo`).
+
+Keys are content, never names: a task key hashes the *fingerprints* of its components (code,
+settings, weights: :mod:`iqalib.fingerprint`), the images' content ids, the ids and dataset
+label, the seed and the batch size (a stochastic purifier's draws depend on the chunking). A
+rerun skips finished tasks; a run killed at any moment resumes and loses nothing; editing a
+component or an image recomputes exactly what it touches. (Run folders written before
+content keys are not recognised as done: they are recomputed.)
+
+What fails is recorded in ``<out>/failures/<task key>.json`` and summarised, never fatal
+(``strict=True`` re-raises): a component that cannot be built (missing weights: the message
+names ``make weights WEIGHTS=<name>``) costs its rows and is retried on the next run; a bad
+image (unreadable file, NaN pixels) or a non-finite score (BRISQUE on a flat image) costs that
+image only, and is reported by name.
 
 ``scheduler=None`` runs locally; ``scheduler="tcp://HOST:PORT"`` or a ``distributed.Client``
-sends the same units to a Dask cluster (one task per unit; workers build the metric, attack and
-defenses from picklable specs and write their own part files; ``out`` and the attack cache must
-be on a filesystem the workers share). Local and Dask runs give the same scores.
+sends the same tasks to a Dask cluster (workers build components from picklable specs, limit
+torch's threads to their own, and write their own files; ``out`` and the attack cache must be
+on a filesystem the workers share). Local and Dask runs give the same scores.
 """
 from __future__ import annotations
 
-import argparse
 import collections
-import contextlib
-import hashlib
-import io
-import json
 import os
 import re
 import subprocess
 import sys
-import time
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -44,55 +54,29 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..attacks.cache import AttackCache, atomic_write_bytes, atomic_write_json, dataset_label
+from ..attacks.cache import AttackCache, default_root
+from ..errors import ImageError, IqalibError
+from ..fingerprint import code_digest, object_fingerprint, package_version, sha, tensor_digest
+from ..imagesets import TensorImages, content_ids, label_of
+from ..metrics.base import check_images
 from ..paths import results_dir
-from . import measures
+from . import measures, run, store
+from .store import COLUMNS, ROW_KEY, load_results
 
-#: the tidy table's columns, in order
-COLUMNS = [
-    "image_id", "dataset", "metric", "attack", "attack_params", "defense", "defense_params",
-    "seed", "score_clean", "score_attacked", "score_def_clean", "score_def_attacked", "psnr",
-    "ssim", "time_attack_s", "time_defense_s", "git_sha",
-    # additive: what tables need without rebuilding the metric, and the specs as given
-    "metric_range_lo", "metric_range_hi", "metric_lower_better", "attack_spec", "defense_spec",
-]
-#: columns that identify a row (everything else is a measurement)
-ROW_KEY = ["dataset", "metric", "attack", "attack_params", "defense", "defense_params", "seed",
-           "image_id"]
-_IDENTITY = {"none", "identity"}
+#: the fingerprint every spelling of the undefended baseline shares
+BASELINE = "baseline"
+#: registry tags of purifiers that get a task group of their own (they dominate the time)
+HEAVY_TAGS = ("network", "diffusion")
 
 
-# -- images ----------------------------------------------------------------------
-class TensorImages:
-    """A tiny in-memory ImageSet (``.name``, ``.ids``, ``.load(id)``, ``.batch(ids)``)."""
-
-    def __init__(self, images: torch.Tensor, ids: Sequence[str] | None = None, name: str = "tensor"):
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be [B,3,H,W], got {tuple(images.shape)}")
-        self.images = images.detach().float().cpu()
-        self.ids = [str(i) for i in ids] if ids is not None else [
-            f"img{i:04d}" for i in range(images.shape[0])]
-        if len(self.ids) != images.shape[0] or len(set(self.ids)) != len(self.ids):
-            raise ValueError("ids must be unique and one per image")
-        self.name = name
-        self._index = {k: i for i, k in enumerate(self.ids)}
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def load(self, image_id: str) -> torch.Tensor:
-        return self.images[self._index[str(image_id)]][None].clone()
-
-    def batch(self, ids: Sequence[str]) -> torch.Tensor:
-        return self.images[[self._index[str(i)] for i in ids]].clone()
-
-    def subset(self, ids: Sequence[str]) -> TensorImages:
-        return TensorImages(self.batch(ids), ids, self.name)
+class GridError(IqalibError, ValueError):
+    """A grid that cannot start (bad argument, unwritable folder, no images); says what to do."""
 
 
+# -- images ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DatasetRef:
-    """A data set by name, loaded where the unit runs (``iqalib.datasets.load_dataset``)."""
+    """A data set by name, loaded where a task runs (``iqalib.datasets.load_dataset``)."""
 
     name: str
     n: int | None = None
@@ -113,82 +97,178 @@ def _load_dataset_cached(name, n, size):
     return _DATASETS[(name, n, size)]
 
 
-# -- components: picklable specs built where the unit runs --------------------------
+@dataclass(frozen=True)
+class Chunk:
+    """The images of one task: ids and their content ids, in order."""
+
+    ids: tuple[str, ...]
+    contents: tuple[str, ...]
+
+    def digest(self) -> str:
+        return sha("chunk", *self.ids, *self.contents)
+
+
+@dataclass
+class Loaded:
+    """A chunk's readable images: ``x`` ``[B,3,H,W]``, their ``ids`` and ``contents``, and the
+    ``bad`` ones as ``(image id, reason)``."""
+
+    x: torch.Tensor
+    ids: list[str]
+    contents: list[str]
+    bad: list[tuple[str, str]]
+
+
+def load_chunk(images, chunk: Chunk) -> Loaded:
+    """Load a chunk image by image: an unreadable or out-of-contract image is left out and
+    reported; its chunk mates go on."""
+    xs, ids, contents, bad = [], [], [], []
+    for image_id, content in zip(chunk.ids, chunk.contents):
+        try:
+            x = images.load(image_id)
+            check_images(x, f"image {image_id!r}")
+        except Exception as exc:  # noqa: BLE001 - a bad image costs that image only
+            bad.append((image_id, _describe(exc)))
+            continue
+        xs.append(x.float().cpu())
+        ids.append(image_id)
+        contents.append(content)
+    if xs and len({tuple(x.shape[-2:]) for x in xs}) > 1:
+        sizes = ", ".join(f"{i}: {x.shape[-1]}x{x.shape[-2]}" for i, x in list(zip(ids, xs))[:6])
+        raise ImageError(f"images of different sizes cannot be batched ({sizes}); open the set "
+                         "with a size, e.g. load_dataset(folder, size=299), or run_grid(..., "
+                         "size=299)")
+    x = torch.cat(xs) if xs else torch.zeros(0, 3, 1, 1)
+    return Loaded(x, ids, contents, bad)
+
+
+# -- components: picklable specs built where a task runs -------------------------------------
 @dataclass(frozen=True)
 class Component:
-    """A metric / attack / defense as a registry spec (``"jpeg:q30"``) or a pickled object."""
+    """A metric / attack / defense as a registry spec (``"jpeg:q30"``) or a pickled object.
+
+    ``fingerprint`` is what keys hash (:mod:`iqalib.fingerprint`): for a spec, the registry's
+    fingerprint (code, version, resolved keywords, checkpoints); for an object, its code and
+    state. ``group`` is a defense's task group (see the module docstring)."""
 
     kind: str
     label: str                      # spec string, or the object's name
-    ident: str                      # what the unit key hashes
+    fingerprint: str
     spec: str | None = None
     payload: bytes | None = field(default=None, repr=False)
+    group: str = "light"
+    parts: int = 1                  # a defense's number of composed purifiers
+
+    @property
+    def baseline(self) -> bool:
+        return self.fingerprint == BASELINE
 
     @classmethod
     def of(cls, kind: str, item: Any) -> Component:
         if isinstance(item, Component):
             return item
         if isinstance(item, str):
-            return cls(kind, item.strip(), f"spec:{item.strip()}", spec=item.strip())
+            return _spec_component(kind, item.strip())
         import cloudpickle
 
         name = getattr(item, "name", None) or getattr(item, "__name__", None)
         if name is None:
             raise TypeError(f"a {kind} must be a name, 'name:preset' or an object with .name; "
                             f"got {type(item).__name__}")
-        params = item.params_json() if hasattr(item, "params_json") and not isinstance(
-            item, type) else ""
-        qual = f"{type(item).__module__}.{type(item).__qualname__}" if not isinstance(
-            item, type) else f"{item.__module__}.{item.__qualname__}"
-        return cls(kind, str(name), f"obj:{qual}:{name}:{params}",
-                   payload=cloudpickle.dumps(item))
+        if kind == "defense":
+            from ..defenses import is_baseline
+
+            if is_baseline(item):
+                return cls(kind, "identity", BASELINE, spec="identity")
+        group, parts = "light", len(getattr(item, "defenses", [item]))
+        if kind == "defense" and _holds_network(item):
+            group = f"obj:{type(item).__qualname__}"
+        return cls(kind, str(name), object_fingerprint(item), payload=cloudpickle.dumps(item),
+                   group=group, parts=parts)
 
 
-class Identity:
-    """The undefended baseline: returns its input (defense ``"none"`` or ``"identity"``)."""
-
-    name = "identity"
-    stochastic = False
-    differentiable = True
-    changes_size = False
-    seed = 0
-
-    def __init__(self):
-        self.hparams: dict = {}
-
-    def params_json(self) -> str:
-        return "{}"
-
-    def to(self, device):
-        return self
-
-    def __call__(self, x, **_):
-        return x
+def _holds_network(obj: Any) -> bool:
+    if isinstance(obj, torch.nn.Module):
+        return True
+    values = list(vars(obj).values()) if hasattr(obj, "__dict__") else []
+    return any(isinstance(v, torch.nn.Module) for v in values) or any(
+        _holds_network(d) for d in getattr(obj, "defenses", []) or [])
 
 
-#: per worker process, the last few metrics and purifiers built (units are ordered metric-major,
-#: so a metric is built once per process; purifier networks such as DiffPure load once, not per
-#: unit)
+def _spec_component(kind: str, spec: str) -> Component:
+    from ..errors import UnknownNameError
+    from ..registry import ATTACKS, DEFENSES, METRICS
+
+    _ensure_components()
+
+    try:
+        if kind == "metric":
+            if spec.partition(":")[0] in METRICS:
+                fp = METRICS.fingerprint(spec)
+            else:  # a pyiqa name the adapter wraps
+                from ..metrics import pyiqa_adapter
+
+                fp = sha("pyiqa", spec.lower(), package_version("pyiqa"),
+                         code_digest(pyiqa_adapter.create_pyiqa_metric))
+            return Component(kind, spec, fp, spec=spec)
+        if kind == "attack":
+            return Component(kind, spec, ATTACKS.fingerprint(spec), spec=spec)
+        from ..defenses import is_baseline
+
+        if is_baseline(spec):
+            return Component(kind, spec, BASELINE, spec=spec)
+        parts = [p.strip() for p in spec.split("+")]
+        fp = sha("defense", *[DEFENSES.fingerprint(p) for p in parts])
+        return Component(kind, spec, fp, spec=spec, group=_defense_group(parts[0]),
+                         parts=len(parts))
+    except UnknownNameError:
+        # building it fails where the task runs and is recorded there, with the suggestion
+        return Component(kind, spec, sha("unknown", kind, spec), spec=spec)
+
+
+def _defense_group(first: str) -> str:
+    """The task group of a spec's first purifier: its own for a network purifier (a registered
+    composite such as ``diffpure-unsharp`` joins the purifier its name starts with, and the
+    preset counts: ``diffpure:t10``), ``light`` for everything else."""
+    from ..registry import DEFENSES
+
+    name, _, preset = first.partition(":")
+    entry = DEFENSES.entry(name)
+    if not set(entry.tags) & set(HEAVY_TAGS):
+        return "light"
+    family = entry.name
+    for other in DEFENSES.names():
+        if entry.name.startswith(other + "-") and set(DEFENSES.entry(other).tags) & set(HEAVY_TAGS):
+            family = other
+            break
+    return f"{family}:{preset}"
+
+
+def attack_fingerprint_for(metric, attack) -> str:
+    """The attack-cache fingerprint the grid uses for ``attack`` on ``metric`` (each a spec or
+    an object), so other code can reuse the grid's attacked images:
+    ``AttackCache(root).get_or_run(atk, label, images, ids, seed, fingerprint=...)``."""
+    m, a = Component.of("metric", metric), Component.of("attack", attack)
+    return sha("attack-on", m.fingerprint, a.fingerprint)
+
+
+#: per worker process, the components built last (tasks are ordered metric-major, so a metric
+#: is built once per process; purifier networks such as DiffPure load once, not per task)
 _BUILT: dict[str, collections.OrderedDict] = {"metric": collections.OrderedDict(),
                                                "defense": collections.OrderedDict()}
-_BUILT_MAX = {"metric": 2, "defense": 24}
+_BUILT_MAX = {"metric": 4, "defense": 32}
 
 
-def _cached(key: tuple, make):
-    store, limit = _BUILT[key[0]], _BUILT_MAX[key[0]]
-    if key in store:
-        store.move_to_end(key)
-        return store[key]
+def _cached(kind: str, key: tuple, make):
+    built, limit = _BUILT[kind], _BUILT_MAX[kind]
+    if key in built:
+        built.move_to_end(key)
+        return built[key]
     obj = make()
-    store[key] = obj
-    while len(store) > limit:
-        store.popitem(last=False)
+    built[key] = obj
+    while len(built) > limit:
+        built.popitem(last=False)
     return obj
-
-
-def _payload_id(c: Component) -> str:
-    # two objects of one class may differ (weights, settings): never reuse one for the other
-    return hashlib.sha1(c.payload).hexdigest() if c.payload is not None else ""
 
 
 def _unpickle(c: Component):
@@ -197,25 +277,39 @@ def _unpickle(c: Component):
     return cloudpickle.loads(c.payload)
 
 
+def _ensure_components() -> None:
+    """Register the built-in components and the user's plugins where a task runs (a Dask
+    worker imports nothing else: ``$IQALIB_PLUGINS`` and entry points reach it)."""
+    from .. import attacks, defenses, metrics  # noqa: F401
+
+    try:
+        from ..plugins import load_plugins
+    except ImportError:
+        return
+    load_plugins()
+
+
 def build_metric(c: Component, device: torch.device):
     def make():
+        _ensure_components()
         if c.spec is not None:
-            from ..api import load_metric
+            from ..metrics import create_metric
 
-            return load_metric(c.spec, device=str(device))
+            return create_metric(c.spec).to(device).eval()
         m = _unpickle(c)
         if isinstance(m, type):  # a metric class: build it here, on the worker
             m = m()
         return m.to(device).eval() if hasattr(m, "to") else m
 
-    return _cached(("metric", c.ident, _payload_id(c), str(device)), make)
+    return _cached("metric", (c.fingerprint, str(device)), make)
 
 
 def build_attack(c: Component, metric, seed: int):
     if c.spec is not None:
-        from ..api import load_attack
+        _ensure_components()
+        from ..registry import ATTACKS
 
-        return load_attack(c.spec, metric, seed=seed)
+        return ATTACKS.create(c.spec, metric=metric, seed=seed)
     obj = _unpickle(c)
     if isinstance(obj, type):                      # an Attack subclass
         return obj(metric, seed=seed)
@@ -228,86 +322,161 @@ def build_attack(c: Component, metric, seed: int):
 
 def build_defense(c: Component, device: torch.device, seed: int):
     def make():
+        if c.baseline:
+            from ..defenses import Identity
+
+            return Identity()
         if c.spec is not None:
-            if c.spec.lower() in _IDENTITY:
-                # the baseline needs no purifier package (keeps Dask workers light)
-                return Identity()
-            from ..api import load_defense
+            _ensure_components()
+            from ..defenses import create_defense
 
-
-            return load_defense(c.spec, device=str(device))
+            return create_defense(c.spec).to(device)
         d = _unpickle(c)
         return d.to(device) if hasattr(d, "to") else d
 
-    d = _cached(("defense", c.ident, _payload_id(c), str(device)), make)
+    d = _cached("defense", (c.fingerprint, str(device)), make)
     if hasattr(d, "seed"):
         d.seed = seed  # stochastic purifiers draw from a generator seeded with the run's seed
     return d
 
 
-# -- units -------------------------------------------------------------------------
+# -- a composition reuses its prefix ------------------------------------------------------------
+class PrefixMemo:
+    """Remembers the output of each purifier prefix on a chunk, so ``diffpure+unsharp`` after
+    ``diffpure`` (same input, same generator state) reuses the DiffPure output instead of
+    rerunning the sampler. Keyed by the prefix's fingerprint (code + settings of each part),
+    the input's content and the generator's state; the time the prefix took is credited to
+    the composition that reuses it (:meth:`take_saved_seconds`), so times stay honest."""
+
+    def __init__(self, max_items: int = 12):
+        self.max_items = max_items
+        self._store: collections.OrderedDict = collections.OrderedDict()
+        self._fps: dict[int, tuple[Any, str]] = {}
+        self._saved = 0.0
+        self.hits = 0
+
+    def _fp(self, part) -> str:
+        held = self._fps.get(id(part))
+        if held is None or held[0] is not part:
+            params = part.params_json() if callable(getattr(part, "params_json", None)) else ""
+            held = (part, sha("part", code_digest(type(part)), getattr(part, "name", ""), params))
+            self._fps[id(part)] = held
+        return held[1]
+
+    def take_saved_seconds(self) -> float:
+        saved, self._saved = self._saved, 0.0
+        return saved
+
+    def step(self, defense, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        import time
+
+        from ..defenses.base import Compose
+
+        parts = list(defense.defenses) if type(defense) is Compose else [defense]
+        state = generator.get_state() if generator is not None else None
+        base = (tensor_digest(x), tensor_digest(state) if state is not None else "")
+        fps = [self._fp(p) for p in parts]
+        start, y = 0, x
+        for j in range(len(parts), 0, -1):
+            hit = self._store.get((base, tuple(fps[:j])))
+            if hit is not None:
+                y, gen_state, seconds = hit
+                if generator is not None and gen_state is not None:
+                    generator.set_state(gen_state)
+                self._store.move_to_end((base, tuple(fps[:j])))
+                self._saved += seconds
+                self.hits += 1
+                start = j
+                break
+        elapsed = 0.0 if start == 0 else self._store[(base, tuple(fps[:start]))][2]
+        for j in range(start, len(parts)):
+            t0 = time.perf_counter()
+            y = run._call_defense(parts[j], y, generator)
+            run._sync(y.device)
+            elapsed += time.perf_counter() - t0
+            self._store[(base, tuple(fps[:j + 1]))] = (
+                y, generator.get_state() if generator is not None else None, elapsed)
+            while len(self._store) > self.max_items:
+                self._store.popitem(last=False)
+        return y
+
+
+_MEMO = PrefixMemo()
+
+
+def _purify_all(defenses: Sequence[tuple[Component, Any]], x: torch.Tensor, *, like, seed,
+                batch_size, strict, failures: list, retry: list) -> dict[str, run.Purified]:
+    """Purify ``x`` with each built defense (prefixes shared); failures are recorded."""
+    out = {}
+    for comp, d in sorted(defenses, key=lambda cd: (cd[0].group, cd[0].parts)):
+        try:
+            p = run.purify(d, x, batch_size=batch_size, seed=seed, like=like, step=_MEMO.step)
+            p.seconds_per_image += _MEMO.take_saved_seconds() / max(len(x), 1)
+            out[comp.fingerprint] = p
+        except Exception as exc:  # noqa: BLE001 - recorded; the other purifiers go on
+            _MEMO.take_saved_seconds()
+            if strict:
+                raise
+            failures.append((comp.label, _describe(exc)))
+            retry.append(comp.fingerprint)
+    return out
+
+
+def _score_many(metric, batches: list[torch.Tensor], batch_size) -> list[np.ndarray]:
+    """Score several batches through the metric in as few forward passes as possible (batches
+    of one image size are concatenated); non-finite scores are returned, checked later."""
+    out: list[np.ndarray | None] = [None] * len(batches)
+    by_shape: dict[tuple, list[int]] = collections.defaultdict(list)
+    for i, b in enumerate(batches):
+        if isinstance(b, list):  # a size-changing purifier: one image at a time
+            out[i] = np.concatenate([run.score(metric, img, batch_size=batch_size,
+                                               allow_nonfinite=True) for img in b])
+        else:
+            by_shape[tuple(b.shape[1:])].append(i)
+    for idx in by_shape.values():
+        scores = run.score(metric, torch.cat([batches[i] for i in idx]), batch_size=batch_size,
+                           allow_nonfinite=True)
+        offsets = np.cumsum([0] + [len(batches[i]) for i in idx])
+        for k, i in enumerate(idx):
+            out[i] = scores[offsets[k]:offsets[k + 1]]
+    return out  # type: ignore[return-value]
+
+
+# -- tasks -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Unit:
+    """One task of the grid (``kind`` = ``clean``, ``attack`` or ``rows``; see the module
+    docstring). Picklable: components are specs or pickled objects, images a
+    :class:`DatasetRef` or an in-memory subset."""
+
+    kind: str
     key: str
-    metric: Component
-    attack: Component
+    metrics: tuple[Component, ...]
+    attack: Component | None
     defenses: tuple[Component, ...]
-    ids: tuple[str, ...]
+    chunk: Chunk
     images: Any
     dataset: str
     seed: int
-    batch_size: int
+    batch_size: int | str
     device: str
     out: str
     cache_root: str
     git_sha: str
+    deps: tuple[str, ...] = ()
+    clean_key: str | None = None
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self.chunk.ids
+
+    @property
+    def metric(self) -> Component:
+        return self.metrics[0]
 
 
-def unit_key(metric: Component, attack: Component, defenses: Sequence[Component],
-             ids: Sequence[str], dataset: str, seed: int) -> str:
-    blob = json.dumps({"metric": metric.ident, "attack": attack.ident,
-                       "defenses": [d.ident for d in defenses], "ids": list(ids),
-                       "dataset": dataset, "seed": int(seed)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-
-def _parts_dir(out) -> Path:
-    return Path(out) / "parts"
-
-
-def _failure_path(out, key: str) -> Path:
-    return Path(out) / "failures" / f"{key}.json"
-
-
-def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _score(metric, x: torch.Tensor, batch_size: int) -> np.ndarray:
-    if hasattr(metric, "score"):
-        return metric.score(x, batch_size=batch_size).numpy()
-    with torch.no_grad():
-        return torch.cat([metric(x[i:i + batch_size]).double().cpu()
-                          for i in range(0, len(x), batch_size)]).numpy()
-
-
-def _purify(defense, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, float]:
-    """Purified batch (on the CPU) and seconds per image."""
-    outs, t = [], 0.0
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            t0 = time.perf_counter()
-            y = defense(x[i:i + batch_size])
-            if y.is_cuda:
-                torch.cuda.synchronize(y.device)
-            t += time.perf_counter() - t0
-            outs.append(y.detach().float().cpu())
-    sizes = {tuple(o.shape[-2:]) for o in outs}
-    if len(sizes) > 1:  # a size-changing purifier may differ per chunk: match the first
-        outs = [measures.match_size(o, outs[0]) for o in outs]
-    return torch.cat(outs), t / max(len(x), 1)
+def _key(kind: str, *parts) -> str:
+    return sha("task", kind, *parts)
 
 
 def _describe(exc: BaseException) -> str:
@@ -322,110 +491,355 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}"
 
 
-def run_unit(unit: Unit, strict: bool = False) -> dict:
-    """Run one unit (or the part of it that failed before) and write its part file.
+def _limit_threads() -> None:
+    """On a Dask worker, torch uses as many intra-op threads as the worker has task threads,
+    so workers sharing a machine do not fight over its cores."""
+    if "distributed" not in sys.modules:  # not on a worker (and importing it costs seconds)
+        return
+    try:
+        from distributed import get_worker
 
-    Returns ``{"key", "status": "done"|"skipped"|"partial"|"failed", "rows", "failures"}``,
-    where ``failures`` is a list of ``(label, message)``.
-    """
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return
+    n = max(1, int(getattr(worker.state, "nthreads", 0) or getattr(worker, "nthreads", 1)))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def _status(unit: Unit, status: str, rows: int = 0, failures=()) -> dict:
+    return {"key": unit.key, "kind": unit.kind, "status": status, "rows": rows,
+            "failures": [list(f) for f in failures]}
+
+
+def _todo(unit: Unit, written: Iterable[Path]) -> tuple[list[str] | None, bool]:
+    """``(fingerprints to (re)do or None for all, is_retry)``; ``([], ...)`` when done."""
+    written = list(written)
+    if not written:
+        return None, False
+    rec = store.read_failure(unit.out, unit.key)
+    retry = list(rec.get("retry", [])) if rec else []
+    return retry, True
+
+
+def _finish(unit: Unit, failures: list, retry: list, *, wrote: bool, is_retry: bool,
+            bad_images: list, **extra) -> str:
+    """Record or clear the failures of a task; its status."""
+    notes = [(f"image {i}", why) for i, why in bad_images]
+    if failures or notes or retry:
+        store.record_failure(unit.out, unit.key, [*failures, *notes], retry=sorted(set(retry)),
+                             kind=unit.kind, **extra)
+    else:
+        store.clear_failure(unit.out, unit.key)
+    if failures and not wrote and not is_retry:
+        return "failed"
+    return "partial" if failures or notes else "done"
+
+
+def _stage_files(unit: Unit) -> list[Path]:
+    folder = store.stage_dir(unit.out, "clean")
+    return sorted(folder.glob(f"{unit.key}*.parquet")) if folder.exists() else []
+
+
+def _read_clean(out, key: str) -> pd.DataFrame:
+    folder = store.stage_dir(out, "clean")
+    frames = [pd.read_parquet(f) for f in sorted(folder.glob(f"{key}*.parquet"))] \
+        if folder.exists() else []
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["metric_fp", "defense_fp", "content", "score_clean", "score_def_clean"])
+
+
+def _images_of(unit: Unit):
+    return unit.images.resolve() if isinstance(unit.images, DatasetRef) else unit.images
+
+
+def run_clean(unit: Unit, strict: bool = False) -> dict:
+    """A ``clean`` task: purify the clean chunk with each purifier of the group once and score
+    it (and the clean chunk) with every metric."""
+    from ..device import resolve_device
+
+    written = _stage_files(unit)
+    todo, is_retry = _todo(unit, written)
+    if todo is not None and not todo:
+        return _status(unit, "skipped")
+    device = resolve_device(unit.device)
+    loaded = load_chunk(_images_of(unit), unit.chunk)
+    failures: list = []
+    retry: list = []
+    metrics = []
+    for mc in unit.metrics:
+        if todo is not None and not any(t.startswith(mc.fingerprint + "/") for t in todo):
+            continue
+        try:
+            metrics.append((mc, build_metric(mc, device)))
+        except Exception as exc:  # noqa: BLE001
+            if strict:
+                raise
+            failures.append((mc.label, _describe(exc)))
+            retry += [f"{mc.fingerprint}/{d.fingerprint}" for d in unit.defenses]
+    wanted = [d for d in unit.defenses if not d.baseline and (todo is None or any(
+        t.endswith("/" + d.fingerprint) for t in todo))]
+    built = []
+    for dc in wanted:
+        try:
+            built.append((dc, build_defense(dc, device, unit.seed)))
+        except Exception as exc:  # noqa: BLE001
+            if strict:
+                raise
+            failures.append((dc.label, _describe(exc)))
+            retry += [f"{m.fingerprint}/{dc.fingerprint}" for m in unit.metrics]
+    frames = []
+    if len(loaded.x) and metrics:
+        d_fail: list = []
+        d_retry: list = []
+        purified = _purify_all(built, loaded.x, like=loaded.x, seed=unit.seed,
+                               batch_size=unit.batch_size, strict=strict, failures=d_fail,
+                               retry=d_retry)
+        failures += d_fail
+        retry += [f"{m.fingerprint}/{d}" for m in unit.metrics for d in d_retry]
+        fps = list(purified)
+        for mc, metric in metrics:
+            try:
+                scores = _score_many(metric, [loaded.x] + [purified[f].raw for f in fps],
+                                     unit.batch_size)
+            except Exception as exc:  # noqa: BLE001
+                if strict:
+                    raise
+                failures.append((mc.label, _describe(exc)))
+                retry += [f"{mc.fingerprint}/{d.fingerprint}" for d in unit.defenses]
+                continue
+            s_clean = scores[0]
+            for fp, s, secs in [(BASELINE, s_clean, 0.0)] + [
+                    (f, scores[k + 1], purified[f].seconds_per_image) for k, f in enumerate(fps)]:
+                frames.append(pd.DataFrame({
+                    "metric_fp": mc.fingerprint, "defense_fp": fp, "content": loaded.contents,
+                    "image_id": loaded.ids, "score_clean": s_clean, "score_def_clean": s,
+                    "time_defense_clean_s": secs}))
+    wrote = False
+    if frames or (not failures and not is_retry):
+        # with no frame (every image bad) an empty stage file marks the task done
+        from ..atomic import atomic_write_parquet
+
+        name = unit.key if not is_retry else f"{unit.key}+{sha(*(todo or []), n=8)}"
+        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            columns=["metric_fp", "defense_fp", "content", "image_id", "score_clean",
+                     "score_def_clean", "time_defense_clean_s"])
+        atomic_write_parquet(store.stage_dir(unit.out, "clean") / f"{name}.parquet", table)
+        wrote = True
+    status = _finish(unit, failures, retry, wrote=wrote, is_retry=is_retry,
+                     bad_images=loaded.bad)
+    return _status(unit, status, failures=failures)  # bad images: the rows tasks report them
+
+
+def _cache_fingerprint(unit: Unit) -> str:
+    return sha("attack-on", unit.metric.fingerprint, unit.attack.fingerprint)
+
+
+def _attacked(unit: Unit, loaded: Loaded, metric, attack=None):
+    """The attacked chunk from the cache, attacking what is missing."""
+    cache = AttackCache(unit.cache_root)
+    if attack is None:
+        attack = build_attack(unit.attack, metric, unit.seed)
+    return cache.get_or_run_tensor(
+        attack, loaded.x, loaded.contents, loaded.ids, seed=unit.seed, batch_size=unit.batch_size,
+        fingerprint=_cache_fingerprint(unit), metric_label=unit.metric.label,
+        dataset=unit.dataset)
+
+
+def run_attack(unit: Unit, strict: bool = False) -> dict:
+    """An ``attack`` task: attack the chunk into the attack cache (what is cached is skipped)."""
     from ..device import resolve_device, seed_everything
 
-    part = _parts_dir(unit.out) / f"{unit.key}.parquet"
-    fail_path = _failure_path(unit.out, unit.key)
-    defenses = list(unit.defenses)
-    retry_of_failed = False
-    if part.exists():
-        if not fail_path.exists():
-            return {"key": unit.key, "status": "skipped", "rows": 0, "failures": []}
-        # an earlier run wrote the defenses that worked: retry only the failed ones
-        failed_before = set(json.loads(fail_path.read_text()).get("defenses", []))
-        defenses = [d for d in defenses if d.ident in failed_before]
-        retry_of_failed = True
+    cache = AttackCache(unit.cache_root)
+    key = cache.key_for(None, unit.seed, fingerprint=_cache_fingerprint(unit))
+    if all(cache.lookup(key, c) is not None for c in unit.chunk.contents):
+        return _status(unit, "skipped")
+    device = resolve_device(unit.device)
+    try:
+        loaded = load_chunk(_images_of(unit), unit.chunk)
+        if len(loaded.x):
+            metric = build_metric(unit.metric, device)
+            seed_everything(unit.seed)
+            _attacked(unit, loaded, metric)
+    except Exception as exc:  # noqa: BLE001 - the rows task retries and records it
+        if strict:
+            raise
+        # the rows tasks that need these images try again and record why they could not
+        return _status(unit, "failed")
+    return _status(unit, "done")
 
-    def fail(label: str, exc: BaseException, defense_idents: list[str]) -> dict:
+
+def run_rows(unit: Unit, strict: bool = False) -> dict:
+    """A ``rows`` task: purify the attacked chunk with the group's purifiers, score, measure,
+    join the clean side and write the part file."""
+    from ..device import resolve_device, seed_everything
+
+    written = sorted(store.parts_dir(unit.out).glob(f"{unit.key}*.parquet"))
+    todo, is_retry = _todo(unit, written)
+    if todo is not None and not todo:
+        return _status(unit, "skipped")
+    defenses = [d for d in unit.defenses if todo is None or d.fingerprint in todo]
+    failures: list = []
+    device = resolve_device(unit.device)
+
+    def whole(label: str, exc: BaseException) -> dict:
         if strict:
             raise exc
-        record = {"unit": unit.key, "failures": [[label, _describe(exc)]],
-                  "defenses": defense_idents, "whole_unit": not retry_of_failed,
-                  "traceback": traceback.format_exc()}
-        atomic_write_json(fail_path, record)
-        return {"key": unit.key, "status": "failed", "rows": 0, "failures": record["failures"]}
+        store.record_failure(unit.out, unit.key, [(label, _describe(exc))],
+                             retry=[d.fingerprint for d in defenses], whole=not is_retry,
+                             kind="rows", traceback=traceback.format_exc())
+        return _status(unit, "failed", failures=[(label, _describe(exc))])
 
-    device = resolve_device(unit.device)
-    images = unit.images.resolve() if isinstance(unit.images, DatasetRef) else unit.images
+    try:
+        loaded = load_chunk(_images_of(unit), unit.chunk)
+    except Exception as exc:  # noqa: BLE001
+        return whole(unit.dataset, exc)
     try:
         metric = build_metric(unit.metric, device)
-    except Exception as exc:  # noqa: BLE001 - recorded, summarised, re-raised if strict
-        return fail(unit.metric.label, exc, [d.ident for d in defenses])
+    except Exception as exc:  # noqa: BLE001
+        return whole(unit.metric.label, exc)
     try:
         seed_everything(unit.seed)
         attack = build_attack(unit.attack, metric, unit.seed)
-        x = images.batch(list(unit.ids)).float()
-        cache = AttackCache(unit.cache_root)
-        x_adv, t_adv = cache.get_or_run(attack, unit.metric.label, images, unit.ids, unit.seed,
-                                        batch_size=unit.batch_size, return_times=True)
-        s_clean = _score(metric, x, unit.batch_size)
-        s_adv = _score(metric, x_adv, unit.batch_size)
+        if len(loaded.x):
+            x_adv, t_adv = _attacked(unit, loaded, metric, attack)
+        else:
+            x_adv, t_adv = loaded.x, np.zeros(0)
     except Exception as exc:  # noqa: BLE001
-        return fail(f"{unit.attack.label} on {unit.metric.label}", exc,
-                    [d.ident for d in defenses])
+        return whole(f"{unit.attack.label} on {unit.metric.label}", exc)
 
-    lo, hi = (float(v) for v in getattr(metric, "score_range", (float("nan"), float("nan"))))
-    base = {
-        "dataset": unit.dataset, "metric": unit.metric.label, "attack": attack.name,
-        "attack_params": attack.params_json(), "seed": int(unit.seed), "git_sha": unit.git_sha,
-        "metric_range_lo": lo, "metric_range_hi": hi,
-        "metric_lower_better": bool(getattr(metric, "lower_better", False)),
-        "attack_spec": unit.attack.label,
-    }
-    frames, failures, failed_idents = [], [], []
+    clean = _read_clean(unit.out, unit.clean_key) if unit.clean_key else _read_clean(unit.out, "")
+    clean = clean[clean["metric_fp"] == unit.metric.fingerprint] if len(clean) else clean
+    clean_fail = store.read_failure(unit.out, unit.clean_key or "") or {}
+    clean_retry = {t.split("/", 1)[1] for t in clean_fail.get("retry", [])
+                   if t.startswith(unit.metric.fingerprint + "/")}
+    lookup = {(r.defense_fp, r.content): (r.score_clean, r.score_def_clean)
+              for r in clean.itertuples()} if len(clean) else {}
+
+    retry: list = []
+    built = []
     for dc in defenses:
+        if dc.fingerprint in clean_retry:
+            # its clean side failed and was recorded there: retried with it on the next run
+            retry.append(dc.fingerprint)
+            continue
         try:
-            defense = build_defense(dc, device, unit.seed)
-            seed_everything(unit.seed)
-            p_clean, _ = _purify(defense, x, unit.batch_size)
-            seed_everything(unit.seed)
-            p_adv, t_def = _purify(defense, x_adv, unit.batch_size)
-            s_pc = _score(metric, p_clean, unit.batch_size)
-            s_pa = _score(metric, p_adv, unit.batch_size)
-            p_adv_m = measures.match_size(p_adv, x)
-            frames.append(pd.DataFrame({
-                **base, "image_id": list(unit.ids), "defense": defense.name,
-                "defense_params": defense.params_json(), "defense_spec": dc.label,
-                "score_clean": s_clean, "score_attacked": s_adv, "score_def_clean": s_pc,
-                "score_def_attacked": s_pa, "psnr": measures.psnr(p_adv_m, x).numpy(),
-                "ssim": measures.ssim(p_adv_m, x).numpy(), "time_attack_s": t_adv.numpy(),
-                "time_defense_s": t_def,
-            }))
-        except Exception as exc:
+            built.append((dc, build_defense(dc, device, unit.seed)))
+        except Exception as exc:  # noqa: BLE001
             if strict:
                 raise
-            failures.append([dc.label, _describe(exc)])
-            failed_idents.append(dc.ident)
-
+            failures.append((dc.label, _describe(exc)))
+            retry.append(dc.fingerprint)
+    n = len(loaded.x)
     rows = 0
+    frames = []
+    if n:
+        # the clean side the clean task did not leave (it failed, or ran elsewhere): compute it
+        need_clean = [(dc, d) for dc, d in built
+                      if not dc.baseline and any((dc.fingerprint, c) not in lookup
+                                                 for c in loaded.contents)]
+        base_missing = any((BASELINE, c) not in lookup for c in loaded.contents)
+        if need_clean or base_missing:
+            lookup.update(_clean_side(unit, metric, loaded, need_clean, failures, retry, strict))
+        purifiers = [(dc, d) for dc, d in built if not dc.baseline]
+        seed_everything(unit.seed)
+        purified = _purify_all(purifiers, x_adv, like=loaded.x, seed=unit.seed,
+                               batch_size=unit.batch_size, strict=strict, failures=failures,
+                               retry=retry)
+        order = [dc for dc, _ in built if dc.baseline or dc.fingerprint in purified]
+        batches = [x_adv] + [purified[dc.fingerprint].raw for dc in order if not dc.baseline]
+        try:
+            scores = _score_many(metric, batches, unit.batch_size)
+        except Exception as exc:  # noqa: BLE001
+            return whole(unit.metric.label, exc)
+        s_adv = scores[0]
+        k = 1
+        base = {
+            "dataset": unit.dataset, "metric": unit.metric.label, "attack": attack.name,
+            "attack_params": attack.params_json(), "seed": int(unit.seed),
+            "git_sha": unit.git_sha, "attack_spec": unit.attack.label,
+            "metric_range_lo": float(getattr(metric, "score_range", (np.nan, np.nan))[0]),
+            "metric_range_hi": float(getattr(metric, "score_range", (np.nan, np.nan))[1]),
+            "metric_lower_better": bool(getattr(metric, "lower_better", False)),
+        }
+        objects = {dc.fingerprint: d for dc, d in built}
+        for dc in order:
+            d = objects[dc.fingerprint]
+            if dc.baseline:
+                s_pa, images, t_def = s_adv, x_adv, 0.0
+            else:
+                p = purified[dc.fingerprint]
+                s_pa, images, t_def = scores[k], p.images, p.seconds_per_image
+                k += 1
+            s_c = np.array([lookup.get((BASELINE, c), (np.nan, np.nan))[1] for c in loaded.contents])
+            s_pc = s_c if dc.baseline else np.array(
+                [lookup.get((dc.fingerprint, c), (np.nan, np.nan))[1] for c in loaded.contents])
+            frame = pd.DataFrame({
+                **base, "image_id": loaded.ids, "image_sha": loaded.contents,
+                "defense": d.name, "defense_params": d.params_json(), "defense_spec": dc.label,
+                "score_clean": s_c, "score_attacked": s_adv, "score_def_clean": s_pc,
+                "score_def_attacked": s_pa,
+                "psnr": measures.psnr(images, loaded.x).numpy(),
+                "ssim": measures.ssim(images, loaded.x).numpy(),
+                "time_attack_s": t_adv, "time_defense_s": t_def})
+            frames.append(_drop_nonfinite(frame, dc.label, unit.metric.label, failures))
+        frames = [f for f in frames if len(f)]
+    image_failures = [f for f in failures if f[0].startswith("image ")]
+    other = [f for f in failures if not f[0].startswith("image ")]
+    wrote = False
     if frames:
-        df = pd.concat(frames, ignore_index=True)[COLUMNS]
+        df = pd.concat(frames, ignore_index=True)
         rows = len(df)
-        name = unit.key if not retry_of_failed else (
-            f"{unit.key}+{hashlib.sha256(''.join(d.ident for d in defenses).encode()).hexdigest()[:8]}")
-        _atomic_parquet(df, _parts_dir(unit.out) / f"{name}.parquet")
-    if failures:
-        if not frames and not retry_of_failed:
-            # nothing worked: no part file, the whole unit is retried next time
-            atomic_write_json(fail_path, {"unit": unit.key, "failures": failures,
-                                          "defenses": [d.ident for d in unit.defenses],
-                                          "whole_unit": True})
-            return {"key": unit.key, "status": "failed", "rows": 0, "failures": failures}
-        atomic_write_json(fail_path, {"unit": unit.key, "failures": failures,
-                                      "defenses": failed_idents, "whole_unit": False})
-        return {"key": unit.key, "status": "partial", "rows": rows, "failures": failures}
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(fail_path)
-    return {"key": unit.key, "status": "done", "rows": rows, "failures": []}
+        store.write_part(unit.out, unit.key, df,
+                         retry=sha(*sorted(todo), n=8) if is_retry else None)
+        wrote = True
+    elif not other and not retry and not is_retry:
+        # no row survived (bad images, non-finite scores): an empty part marks the task done;
+        # its failure record says why
+        store.write_part(unit.out, unit.key, store.empty_table())
+        wrote = True
+    status = _finish(unit, other, retry, wrote=wrote, is_retry=is_retry,
+                     bad_images=[*loaded.bad, *[(f[0][6:], f[1]) for f in image_failures]])
+    return _status(unit, status, rows, [*other, *[(f"image {i}", w) for i, w in loaded.bad],
+                                        *image_failures])
 
 
-# -- the grid ----------------------------------------------------------------------
+def _clean_side(unit: Unit, metric, loaded: Loaded, defenses, failures, retry, strict) -> dict:
+    """Scores of the clean chunk and of its purified versions, for the rows task's metric."""
+    d_fail: list = []
+    purified = _purify_all(defenses, loaded.x, like=loaded.x, seed=unit.seed,
+                           batch_size=unit.batch_size, strict=strict, failures=d_fail,
+                           retry=retry)
+    failures += d_fail
+    fps = list(purified)
+    scores = _score_many(metric, [loaded.x] + [purified[f].raw for f in fps], unit.batch_size)
+    out = {(BASELINE, c): (s, s) for c, s in zip(loaded.contents, scores[0])}
+    for k, f in enumerate(fps):
+        out.update({(f, c): (s0, s) for c, s0, s in zip(loaded.contents, scores[0], scores[k + 1])})
+    return out
+
+
+def _drop_nonfinite(frame: pd.DataFrame, defense: str, metric: str, failures: list) -> pd.DataFrame:
+    """Rows whose scores are all finite; each image with a NaN/Inf score is a failure."""
+    cols = ["score_clean", "score_attacked", "score_def_clean", "score_def_attacked"]
+    bad = ~np.isfinite(frame[cols].to_numpy(dtype=float)).all(axis=1)
+    for _, row in frame[bad].iterrows():
+        which = [c.removeprefix("score_") for c in cols if not np.isfinite(row[c])]
+        failures.append((f"image {row['image_id']}",
+                         f"non-finite {metric} score ({', '.join(which)}) with {defense}"))
+    return frame[~bad]
+
+
+def run_unit(unit: Unit, strict: bool = False, *_deps) -> dict:
+    """Run one task (or the part of it that failed before); returns
+    ``{"key", "kind", "status": done|skipped|partial|failed, "rows", "failures"}``.
+    Extra arguments (the results of the tasks it depends on, under Dask) are ignored."""
+    _limit_threads()
+    fn = {"clean": run_clean, "attack": run_attack, "rows": run_rows}[unit.kind]
+    return fn(unit, strict)
+
+
+# -- the grid ---------------------------------------------------------------------------------
 _GIT_SHA: str | None = None
 
 
@@ -451,43 +865,117 @@ def _as_list(x) -> list:
 
 
 def _images_arg(images, dataset, n, size):
+    """``(image set or DatasetRef, the set itself, ids, label)``."""
     if isinstance(images, (str, os.PathLike)):
         ref = DatasetRef(str(images), n, size)
         ds = ref.resolve()
-        return ref, list(ds.ids), dataset or dataset_label(ds, str(images))
+        ids = list(ds.ids)
+        return ref, ds, ids, dataset or label_of(ds, str(images))
     if torch.is_tensor(images):
+        if not images.is_floating_point():
+            check_images(images, "the images given to run_grid")  # says: divide by 255
         ds = TensorImages(images, name=dataset or "tensor")
-        return ds, list(ds.ids), ds.name
+        if n:
+            ds = ds.subset(int(n))
+        return ds, ds, list(ds.ids), ds.name
+    if not hasattr(images, "ids") or not hasattr(images, "load"):
+        raise GridError(f"images must be a data set name, a folder, an image set (.ids, .load) "
+                        f"or a tensor [B,3,H,W]; got {type(images).__name__}")
     ids = list(images.ids)[:n] if n else list(images.ids)
-    return images, ids, dataset or dataset_label(images, "images")
+    return images, images, ids, dataset or label_of(images, "images")
 
 
-def plan_units(metrics, attacks, defenses, images, *, seed: int = 0, batch_size: int = 4,
-               chunk_size: int = 16, device: str = "auto", out=None, cache=None,
-               dataset: str | None = None, n: int | None = None,
+def _check_arguments(seed, batch_size, chunk_size) -> None:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) \
+            or chunk_size < 1:
+        raise GridError(f"chunk_size must be a positive integer (images per task), got "
+                        f"{chunk_size!r}")
+    if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(
+            batch_size, (int, np.integer)) or batch_size < 1):
+        raise GridError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise GridError(f"seed must be an integer, got {seed!r}")
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Raise :class:`GridError` unless ``folder`` can be created and written to."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise GridError(f"cannot write the {what} {folder}: {exc.strerror or exc}; choose "
+                        f"another folder") from None
+
+
+def plan_units(metrics, attacks, defenses, images, *, seed: int = 0,
+               batch_size: int | str = 4, chunk_size: int = 16, device: str = "auto", out=None,
+               cache=None, dataset: str | None = None, n: int | None = None,
                size: int | None = None) -> list[Unit]:
-    """The grid's units in a deterministic order (metric, attack, chunk)."""
-    images, ids, ds_name = _images_arg(images, dataset, n, size)
+    """The grid's tasks in a deterministic order that respects their dependencies (for each
+    metric, attack and chunk: the chunk's clean tasks, the attack, the rows)."""
+    _check_arguments(seed, batch_size, chunk_size)
+    source, ds, ids, label = _images_arg(images, dataset, n, size)
     if not ids:
-        raise ValueError("no images to run on")
+        raise GridError("no images to run on: the set is empty (check the folder, --images, --n)")
     m_c = [Component.of("metric", m) for m in _as_list(metrics)]
     a_c = [Component.of("attack", a) for a in _as_list(attacks)]
-    d_c = [Component.of("defense", d) for d in _as_list(defenses)] or [Component.of("defense", "none")]
+    d_c = [Component.of("defense", d) for d in _as_list(defenses)] or [
+        Component.of("defense", "none")]
     if not m_c or not a_c:
-        raise ValueError("give at least one metric and one attack")
+        raise GridError("give at least one metric and one attack")
+    d_c = list({d.fingerprint: d for d in d_c}.values())  # "none" and "identity" once
     out = str(Path(out) if out is not None else results_dir() / "grid")
-    cache_root = str(Path(cache) if cache is not None else results_dir() / "adv")
-    sha = git_sha()
-    units = []
+    cache_root = str(Path(cache) if cache is not None else default_root(out))
+    sha_ = git_sha()
+    contents = content_ids(ds, ids)
+    groups: dict[str, list[Component]] = {}
+    for d in d_c:
+        groups.setdefault("light" if d.baseline else d.group, []).append(d)
+    if "light" in groups:  # the baseline and the light purifiers first
+        groups = {"light": groups.pop("light"), **groups}
+
+    common = dict(dataset=label, seed=int(seed), batch_size=batch_size, device=str(device),
+                  out=out, cache_root=cache_root, git_sha=sha_)
+    units: list[Unit] = []
+    clean_keys: dict[tuple[int, str], str] = {}
+    for start in range(0, len(ids), chunk_size):
+        chunk = Chunk(tuple(ids[start:start + chunk_size]),
+                      tuple(contents[start:start + chunk_size]))
+        imgs = source.subset(list(chunk.ids)) if isinstance(source, TensorImages) else source
+        for g, members in groups.items():
+            key = _key("clean", [m.fingerprint for m in m_c], [d.fingerprint for d in members],
+                       chunk.digest(), int(seed), str(batch_size))
+            clean_keys[(start, g)] = key
+            units.append(Unit("clean", key, tuple(m_c), None, tuple(members), chunk, imgs,
+                              **common))
+    clean_units = {u.key: u for u in units}
+    ordered: list[Unit] = []
+    emitted: set[str] = set()
     for m in m_c:
         for a in a_c:
             for start in range(0, len(ids), chunk_size):
-                chunk = tuple(ids[start:start + chunk_size])
-                imgs = images.subset(chunk) if isinstance(images, TensorImages) else images
-                units.append(Unit(unit_key(m, a, d_c, chunk, ds_name, seed), m, a, tuple(d_c),
-                                  chunk, imgs, ds_name, int(seed), int(batch_size), str(device),
-                                  out, cache_root, sha))
-    return units
+                chunk = Chunk(tuple(ids[start:start + chunk_size]),
+                              tuple(contents[start:start + chunk_size]))
+                imgs = source.subset(list(chunk.ids)) if isinstance(source, TensorImages) \
+                    else source
+                akey = _key("attack", m.fingerprint, a.fingerprint, chunk.digest(), int(seed))
+                attack_unit = Unit("attack", akey, (m,), a, (), chunk, imgs, **common)
+                for g, members in groups.items():
+                    ckey = clean_keys[(start, g)]
+                    if ckey not in emitted:
+                        ordered.append(clean_units[ckey])
+                        emitted.add(ckey)
+                    if akey not in emitted:
+                        ordered.append(attack_unit)
+                        emitted.add(akey)
+                    rkey = _key("rows", m.fingerprint, a.fingerprint,
+                                [d.fingerprint for d in members], chunk.digest(), label,
+                                int(seed), str(batch_size))
+                    ordered.append(Unit("rows", rkey, (m,), a, tuple(members), chunk, imgs,
+                                        deps=(ckey, akey), clean_key=ckey, **common))
+    return ordered
 
 
 def _client(scheduler):
@@ -498,7 +986,7 @@ def _client(scheduler):
     return scheduler, False
 
 
-def run_grid(metrics, attacks, defenses, images, *, seed: int = 0, batch_size: int = 4,
+def run_grid(metrics, attacks, defenses, images, *, seed: int = 0, batch_size: int | str = 4,
              chunk_size: int = 16, device: str = "auto", out=None, cache=None, scheduler=None,
              progress: bool = True, dataset: str | None = None, n: int | None = None,
              size: int | None = None, strict: bool = False) -> pd.DataFrame:
@@ -509,31 +997,36 @@ def run_grid(metrics, attacks, defenses, images, *, seed: int = 0, batch_size: i
     metrics, attacks, defenses:
         Names or ``name:preset`` specs (strings), or objects with ``.name`` (a metric module;
         an Attack subclass, instance or ``factory(metric, seed=)``; a Defense). Strings are what
-        a Dask cluster should get: objects are cloudpickled into every unit. ``"none"`` as a
-        defense gives the undefended baseline rows.
+        a Dask cluster should get: objects are cloudpickled into every task. ``"none"`` (or
+        any alias of ``"identity"``) as a defense gives the undefended baseline rows.
     images:
-        A data set name (``iqalib.datasets.load_dataset(images, n=n, size=size)``), an
-        ImageSet-like object (``.name``, ``.ids``, ``.batch(ids)``) or a tensor ``[B,3,H,W]``.
+        A data set name (``iqalib.datasets.load_dataset(images, n=n, size=size)``), an image
+        set (:mod:`iqalib.imagesets`: ``ImageSet``, ``TensorImages``) or a float tensor
+        ``[B,3,H,W]`` in [0,1] (a uint8 or 0..255 tensor is refused: divide by 255).
     seed: seeds the attacks, stochastic purifiers and torch/numpy (default 0).
-    batch_size: images per forward pass (default 4); chunk_size: images per unit (default 16).
-    out: folder of ``parts/``, ``failures/`` and ``results.parquet`` (default results_dir()/grid).
-    cache: attack-cache root (default results_dir()/adv).
+    batch_size: images per forward pass (default 4; ``"auto"`` sizes it from free GPU memory);
+    chunk_size: images per task (default 16).
+    out: the run folder (default ``results_dir()/grid``); see :mod:`iqalib.evaluate.store`.
+    cache: the attack cache (default: ``results_dir()/adv`` when ``out`` is inside the results
+    directory, else ``<out>/adv``).
     scheduler: None (local), ``"tcp://host:port"`` or a ``distributed.Client``.
     strict: re-raise the first failure instead of recording it.
 
-    The returned frame's ``attrs["failures"]`` holds the summary lines of what was skipped.
+    The returned frame's ``attrs["failures"]`` holds the summary lines of what was not done,
+    ``attrs["tasks"]`` the status counts.
     """
     units = plan_units(metrics, attacks, defenses, images, seed=seed, batch_size=batch_size,
                        chunk_size=chunk_size, device=device, out=out, cache=cache,
                        dataset=dataset, n=n, size=size)
     out = Path(units[0].out)
-    _parts_dir(out).mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(out / "results.parquet")  # stale until this run finishes
+    check_writable(store.parts_dir(out), "run folder")
+    check_writable(Path(units[0].cache_root), "attack cache")
+    store.results_path(out).unlink(missing_ok=True)  # stale until this run finishes
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(units), desc="grid", unit="unit", disable=not progress)
+    rows_units = [u for u in units if u.kind == "rows"]
+    bar = tqdm(total=len(units), desc="grid", unit="task", disable=not progress)
     results: list[dict] = []
 
     def record(res: dict) -> None:
@@ -552,9 +1045,12 @@ def run_grid(metrics, attacks, defenses, images, *, seed: int = 0, batch_size: i
 
             client, own = _client(scheduler)
             try:
-                futures = [client.submit(run_unit, u, strict, key=f"iqalib-unit-{u.key}",
-                                         pure=False) for u in units]
-                for fut in as_completed(futures):
+                futures: dict[str, Any] = {}
+                for u in units:
+                    deps = [futures[k] for k in u.deps]
+                    futures[u.key] = client.submit(run_unit, u, strict, *deps,
+                                                   key=f"iqalib-{u.kind}-{u.key}", pure=False)
+                for fut in as_completed(list(futures.values())):
                     record(fut.result())
             finally:
                 if own:
@@ -562,13 +1058,14 @@ def run_grid(metrics, attacks, defenses, images, *, seed: int = 0, batch_size: i
     finally:
         bar.close()
 
-    keys = {u.key for u in units}
-    parts = _part_frames(out)
-    df = _select(parts, keys)
+    keys = {u.key for u in rows_units}
+    parts = store.part_frames(out)
+    df = store.select(parts, keys)
     summary = summarise_failures(results)
-    # the folder's table holds every run made into it, not only this call's units
-    _atomic_parquet(_select(parts), out / "results.parquet")
+    # the folder's table holds every run made into it, not only this call's tasks
+    store.write_results(out, parts)
     df.attrs["failures"] = summary
+    df.attrs["tasks"] = dict(collections.Counter(f"{r['kind']} {r['status']}" for r in results))
     if summary and progress:
         print("\n".join(summary), file=sys.stderr)
     return df
@@ -584,84 +1081,24 @@ def summarise_failures(results: Sequence[dict]) -> list[str]:
             for (label, msg), k in counts.items()]
 
 
-def _tidy(df: pd.DataFrame) -> pd.DataFrame:
-    if df.empty:
-        return pd.DataFrame(columns=COLUMNS)
-    df = df.drop_duplicates(subset=ROW_KEY, keep="last")
-    return df.sort_values(ROW_KEY, kind="stable").reset_index(drop=True)
-
-
-def _part_frames(out) -> dict[str, pd.DataFrame]:
-    """Every part file of a run folder, read once, by the unit key its name starts with."""
-    return {f.name: pd.read_parquet(f) for f in sorted(_parts_dir(out).glob("*.parquet"))}
-
-
-def _select(parts: dict[str, pd.DataFrame], keys: set[str] | None = None) -> pd.DataFrame:
-    """The tidy table of the parts whose unit key is in ``keys`` (all parts when None)."""
-    frames = [f for name, f in parts.items()
-              if keys is None or name.split("+")[0].removesuffix(".parquet") in keys]
-    return _tidy(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
-
-
-def _read_parts(out, keys: set[str] | None = None) -> pd.DataFrame:
-    return _select(_part_frames(out), keys)
-
-
-def load_results(out) -> pd.DataFrame:
-    """The tidy table of a run folder: ``results.parquet`` if the run finished, else its parts."""
-    out = Path(out)
-    if (out / "results.parquet").exists():
-        return pd.read_parquet(out / "results.parquet")
-    if not _parts_dir(out).exists():
-        raise FileNotFoundError(f"no results under {out}: run `python -m iqalib run --out {out}` first")
-    return _read_parts(out)
-
-
-# -- command line --------------------------------------------------------------------
-def cli(argv: list[str] | None = None) -> int:
-    """``python -m iqalib run --metrics brisque --attacks ifgsm --defenses flip jpeg --images
-    samples --n 8 --out data/results/quick [--scheduler tcp://...]``"""
-    p = argparse.ArgumentParser(prog="python -m iqalib run", description=cli.__doc__)
-    p.add_argument("--metrics", nargs="+", required=True)
-    p.add_argument("--attacks", nargs="+", required=True)
-    p.add_argument("--defenses", nargs="+", default=["none"])
-    p.add_argument("--images", default="samples", help="data set name or folder")
-    p.add_argument("--n", type=int, default=None, help="number of images")
-    p.add_argument("--size", type=int, default=None, help="resize images (pixels)")
-    p.add_argument("--out", default=None, help="run folder (default data/results/grid)")
-    p.add_argument("--cache", default=None, help="attack cache (default data/results/adv)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--chunk-size", type=int, default=16)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--scheduler", default=None, help="Dask scheduler address tcp://HOST:PORT")
-    p.add_argument("--strict", action="store_true", help="stop at the first failure")
-    a = p.parse_args(argv)
-    df = run_grid(a.metrics, a.attacks, a.defenses, a.images, seed=a.seed, n=a.n, size=a.size,
-                  batch_size=a.batch_size, chunk_size=a.chunk_size, device=a.device, out=a.out,
-                  cache=a.cache, scheduler=a.scheduler, strict=a.strict)
-    from .tables import paper_table
-
-    out = a.out or str(results_dir() / "grid")
-    print(f"{len(df)} rows -> {out}")
-    if len(df):
-        with pd.option_context("display.width", 160, "display.max_columns", 20):
-            print(paper_table(df).round(4).to_string())
-    return 0  # what was skipped went to stderr already
-
-
 __all__ = [
+    "BASELINE",
     "COLUMNS",
     "ROW_KEY",
+    "Chunk",
     "Component",
     "DatasetRef",
-    "Identity",
+    "GridError",
+    "PrefixMemo",
     "TensorImages",
     "Unit",
-    "cli",
+    "attack_fingerprint_for",
+    "check_writable",
     "git_sha",
+    "load_chunk",
     "load_results",
     "plan_units",
     "run_grid",
     "run_unit",
+    "summarise_failures",
 ]

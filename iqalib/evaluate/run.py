@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ..errors import IqalibError
-from ..metrics.base import check_batch
+from ..metrics.base import check_images
 from . import measures
 
 
@@ -129,7 +129,7 @@ def score(metric: Callable[[Tensor], Tensor], x: Tensor, *, batch_size: int | st
     The chunks' outputs stay on the metric's device and come back in one copy, so a GPU is
     synchronised once. Non-finite scores raise :class:`NonFiniteScoreError` (naming ``ids``
     when given) unless ``allow_nonfinite=True``."""
-    check_batch(x, f"{getattr(metric, 'name', 'metric')} input")
+    check_images(x, f"{getattr(metric, 'name', 'metric')} input")
     if len(x) == 0:
         return np.zeros(0, dtype=np.float64)
     device = device_of(metric)
@@ -185,7 +185,7 @@ def purify(defense, x: Tensor, *, batch_size: int | str = 4, seed: int = 0,
     ``generator`` itself when one is given (fresh draws, e.g. for EOT). ``step`` replaces the
     call ``(defense, chunk, generator) -> output`` (the grid passes one that reuses a
     composition's cached prefix)."""
-    check_batch(x, f"{getattr(defense, 'name', 'defense')} input")
+    check_images(x, f"{getattr(defense, 'name', 'defense')} input")
     device = device_of(defense)
     bs = resolve_batch_size(batch_size, x, defense, default=4)
     run_step = step or _call_defense
@@ -227,7 +227,7 @@ class Attacked:
 
 def attack(attack_fn, x: Tensor, *, batch_size: int | str = 4) -> Attacked:
     """``attack_fn(x)`` in chunks, timed -> :class:`Attacked`."""
-    check_batch(x, f"{getattr(attack_fn, 'name', 'attack')} input")
+    check_images(x, f"{getattr(attack_fn, 'name', 'attack')} input")
     metric = getattr(attack_fn, "metric", None)
     bs = resolve_batch_size(batch_size, x, metric if metric is not None else attack_fn,
                             default=4)

@@ -7,8 +7,16 @@ from torch import Tensor, nn
 from ..errors import ImageError
 
 
+#: how far outside [0,1] a value may lie before it is refused (float rounding, not data)
+RANGE_TOLERANCE = 1e-3
+
+
 def check_batch(x: Tensor, what: str = "input") -> Tensor:
-    """Validate an image batch: float, [B,3,H,W], finite. Values are not clipped silently."""
+    """Validate an image batch: float, [B,3,H,W], finite. Values are not clipped silently.
+
+    This is the check a metric's ``forward`` may run on intermediate images; public entry
+    points (scoring, attacking, purifying, the grid) use :func:`check_images`, which also
+    checks the [0,1] range."""
     if not torch.is_tensor(x):
         raise TypeError(f"{what} must be a torch.Tensor [B,3,H,W] in [0,1], got {type(x).__name__}")
     if x.ndim == 3:
@@ -17,9 +25,30 @@ def check_batch(x: Tensor, what: str = "input") -> Tensor:
         raise ImageError(f"{what} must be [B,3,H,W] RGB, got shape {tuple(x.shape)}; "
                          "use iqalib.images.load_image to convert grayscale/RGBA files")
     if not x.is_floating_point():
-        raise ImageError(f"{what} must be a float tensor in [0,1], got {x.dtype}; divide by 255")
+        hint = ("divide by 255 (x.float() / 255)" if x.dtype == torch.uint8
+                else "convert it with x.float() and scale it to [0,1]")
+        raise ImageError(f"{what} must be a float tensor in [0,1], got {x.dtype}; {hint}")
     if not torch.isfinite(x).all():
         raise ImageError(f"{what} contains NaN or Inf values")
+    return x
+
+
+def check_images(x: Tensor, what: str = "input") -> Tensor:
+    """The input contract of every public entry point: :func:`check_batch` (float,
+    ``[B,3,H,W]``, finite) and values in [0,1] (within :data:`RANGE_TOLERANCE`).
+
+    One message says what to do: 0..255 values are to be divided by 255; other values outside
+    [0,1] (a normalised tensor, an overshooting filter) are to be clamped or un-normalised."""
+    check_batch(x, what)
+    if x.numel():
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+            if hi > 2 and lo >= -RANGE_TOLERANCE:
+                hint = "it looks like 0..255 values: divide by 255"
+            else:
+                hint = ("undo any mean/std normalisation, or clamp with x.clamp(0, 1) if the "
+                        "overshoot is expected")
+            raise ImageError(f"{what} has values in [{lo:.4g}, {hi:.4g}], outside [0,1]; {hint}")
     return x
 
 
@@ -60,13 +89,18 @@ class IQAMetric(nn.Module):
             return b.device
         return torch.device("cpu")
 
-    @torch.no_grad()
-    def score(self, x: Tensor, batch_size: int = 8) -> Tensor:
-        """Scores of a batch without gradients, in chunks; returned on the CPU as float64."""
-        check_batch(x)
-        out = [self(x[i:i + batch_size].to(self.device)).detach().double().cpu()
-               for i in range(0, x.shape[0], batch_size)]
-        return torch.cat(out)
+    def score(self, x: Tensor, batch_size: int | str = 8, *,
+              allow_nonfinite: bool = True) -> Tensor:
+        """Scores of a batch without gradients, in chunks; returned on the CPU as float64.
+
+        Checks the input contract (:func:`check_images`). NaN/Inf scores are returned as
+        they are unless ``allow_nonfinite=False``, which raises
+        :class:`~iqalib.evaluate.run.NonFiniteScoreError` naming the images (the grid does)."""
+        from ..evaluate.run import score  # the one chunked loop (lazy: evaluate sits above)
+
+        check_images(x, f"{self.name} input")
+        return torch.from_numpy(score(self, x, batch_size=batch_size,
+                                      allow_nonfinite=allow_nonfinite))
 
     def extra_repr(self) -> str:
         return (f"name={self.name!r}, lower_better={self.lower_better}, "
