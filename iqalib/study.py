@@ -145,6 +145,22 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
                       "calibration": ["brisque"], "distortions": list(_DISTORTIONS),
                       "distortion_levels": [0, 5]},
     },
+    # --- 02: effnet-iqa's head (iqalib.training.learned_metric). ``train``: None loads the shipped
+    # head, else train_learned_metric's settings (paper: the shipped head's own recipe);
+    # ``eval_photos`` / ``test_crops``: the held-out set when nothing is trained; I-FGSM on
+    # ``attack_photos`` held-out crops of ``attack_size`` px
+    "02_learned_metric": {
+        "smoke": {"train": None, "eval_photos": 2, "test_crops": 1, "attack_photos": 1,
+                  "attack_size": 128},
+        "quick": {"train": {"n_crops": 2, "n_extra_crops": 1, "n_test_crops": 1, "epochs": 400},
+                  "eval_photos": 4, "test_crops": 1, "attack_photos": 2, "attack_size": 224},
+        "paper": {"train": {"n_crops": 6, "n_extra_crops": 3, "n_test_crops": 2, "epochs": 400},
+                  "eval_photos": 4, "test_crops": 2, "attack_photos": 4, "attack_size": 224},
+        "rehearsal": {"train": {"n_crops": 1, "n_extra_crops": 0, "n_test_crops": 1,
+                                "epochs": 50},
+                      "eval_photos": 4, "test_crops": 1, "attack_photos": 1, "attack_size": 128},
+    },
+    # --- end 02
     # how many images the attack-examples figure shows
     "03_attacks": {p: {"examples": 2} for p in PROFILES},
     "04_baseline_purifiers": {p: {} for p in PROFILES},
@@ -160,6 +176,21 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "rehearsal": {"sweep": {"metric": "linearity", "attack": "ifgsm", "n_images": 1,
                                 "t": [5]}},
     },
+    # --- 06: the FCN filter (iqalib.training.fcn_filter.train_like_authors). ``train``: the metric
+    # AdvCF attacks and the epochs (the authors: Linearity, 200); ``grid_filter``: which filter the
+    # results grid runs, "trained" (here, on the held-out 20 %) or "shipped" (the offline asset,
+    # which never saw the sample set, on every image)
+    "06_fcn_filter": {
+        "smoke": {"train": {"metric": "effnet-iqa", "attack": "advcf", "epochs": 2},
+                  "grid_filter": "shipped"},
+        "quick": {"train": {"metric": "effnet-iqa", "attack": "advcf", "epochs": 8},
+                  "grid_filter": "shipped"},
+        "paper": {"train": {"metric": "linearity", "attack": "advcf", "epochs": 200},
+                  "grid_filter": "trained"},
+        "rehearsal": {"train": {"metric": "linearity", "attack": "advcf", "epochs": 2},
+                      "grid_filter": "trained"},
+    },
+    # --- end 06
     "07_results_tables": {p: {} for p in PROFILES},
     # purify(clean) vs clean: every purifier of the results tables (DiffPure at the grid's t)
     "08_clean_images": {p: {} for p in PROFILES},
