@@ -259,3 +259,21 @@ def test_one_shot_diffusion_denoiser_inverts_an_oracle_prior():
     assert level >= 0.5 and den.t > 0
     y = x0 + 0.25 * torch.randn(x0.shape, generator=g)
     assert torch.allclose(den(y), x0, atol=1e-5)
+
+
+def test_width_sweep_shares_draws_and_reports_radius_and_fidelity():
+    from iqalib.certify.experiments import fidelity, width_sweep
+
+    x = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(6))
+    sweep = width_sweep(TinyCNN(), x, sigmas=[0.25], eps=[0.0, 0.1, 0.5], kinds=["rs", "ms"],
+                        n=64, tolerance=0.5)
+    # rs: hoeffding and cdf bounds, ms: binomial -> 3 bounds x 2 images x 3 radii
+    assert len(sweep) == 18 and set(sweep["method"]) == {"hoeffding", "cdf", "binomial"}
+    for _, g in sweep.groupby(["method", "image_id"]):
+        assert np.all(np.diff(g.sort_values("eps")["width"].to_numpy()) >= -1e-12)
+        assert g["radius"].nunique() == 1 and (g["radius"] >= 0).all()
+    # one set of draws: mean-smoothing bounds agree on the estimate
+    est = sweep.groupby(["image_id", "method"])["estimate"].first().unstack()
+    np.testing.assert_allclose(est["hoeffding"], est["cdf"])
+    fid = fidelity(sweep)
+    assert set(fid["kind"]) == {"rs", "ms"} and len(fid) == 3

@@ -58,12 +58,14 @@ def _kinds(kinds: Sequence[str]) -> list[str]:
 def width_sweep(metric, images, *, sigmas: Sequence[float] = (0.12, 0.25),
                 eps: Sequence[float] = (0.0, 0.05, 0.1, 0.25, 0.5),
                 kinds: Sequence[str] = ("rs", "ms", "drs", "dms"), n: int = 100,
-                alpha: float = GROUP_ALPHA, seed: int = 0, batch_size: int = 32,
-                device: str = "cpu") -> pd.DataFrame:
+                alpha: float = GROUP_ALPHA, tolerance: float = 0.05, seed: int = 0,
+                batch_size: int = 32, device: str = "cpu") -> pd.DataFrame:
     """Certified intervals of ``metric`` smoothed every way in ``kinds`` at every ``sigma``, for
     every image and radius: one row per metric x kind x method x sigma x image x eps with
-    ``base`` (f(clean)), ``estimate``, ``lower``, ``upper``, ``width``, ``width/range`` and the
-    sampling time per image. Kinds with the same denoiser share their ``n`` draws."""
+    ``base`` (f(clean)), ``estimate``, ``lower``, ``upper``, ``width``, ``width/range``, the
+    sampling time per image and ``radius``: the certified radius within which the smoothed
+    score moves by at most ``tolerance`` x range (valid for all radii at once: the mean's
+    bound, or DKW for the median). Kinds with the same denoiser share their ``n`` draws."""
     m = _metric(metric, device)
     x, ids = _batch(images)
     width = m.range_width
@@ -92,6 +94,10 @@ def width_sweep(metric, images, *, sigmas: Sequence[float] = (0.12, 0.25),
                     f.insert(0, "metric", m.name)
                     f["denoiser"] = denoiser or "none"
                     f["width/range"] = f["width"] / width
+                    simultaneous = method if method != "binomial" else "dkw"
+                    f["radius"] = np.repeat(cert.radius(tolerance * width, method=simultaneous),
+                                            len(cert.eps))
+                    f["tolerance/range"] = tolerance
                     rows.append(f)
     return pd.concat(rows, ignore_index=True)
 

@@ -236,8 +236,9 @@ def detect_then_purify(df: pd.DataFrame, purifier: str,
       threshold at false-positive rate ``fpr`` on clean images) flags images; flagged ones are
       purified, the others keep their score exactly (a clean image left alone is untouched).
 
-    Columns as :func:`mixed_stream` plus ``pipeline``, ``flagged_clean`` (share of clean images
-    flagged) and ``flagged_attacked`` (share of attacked images caught).
+    Columns as :func:`mixed_stream` plus ``pipeline``, ``purifier``, ``label`` (``"never"``, or
+    the pipeline and the purifier: ``"detect median"``, for figures), ``flagged_clean`` (share
+    of clean images flagged) and ``flagged_attacked`` (share of attacked images caught).
     """
     sig = signals(df, transforms)
     m = _with_labels(df)
@@ -269,7 +270,9 @@ def detect_then_purify(df: pd.DataFrame, purifier: str,
         for name, (out_c, out_a) in pipelines.items():
             for r in _stream_rows(sc, out_c, out_a, g["width"].iloc[0], masks, fractions):
                 rows.append({"metric": metric, "attack": attack, "pipeline": name,
-                             "purifier": purifier, "n_images": len(g),
+                             "purifier": purifier,
+                             "label": name if name == "never" else f"{name} {purifier}",
+                             "n_images": len(g),
                              "flagged_clean": float(flag_c.mean()) if name == "detect" else
                              float(name == "always"),
                              "flagged_attacked": float(flag_a.mean()) if name == "detect" else
@@ -341,6 +344,59 @@ def scores_table(metric: IQAMetric, x: torch.Tensor, attacked: dict[str, torch.T
     return pd.concat(rows, ignore_index=True)
 
 
+# -- figures ---------------------------------------------------------------------------------
+def stream_figure(stream: pd.DataFrame, *, hue: str = "defense",
+                  measures: Sequence[str] = ("SROCC", "Gain/range"), title: str = ""):
+    """Each measure of a mixed stream against the attacked fraction p, one line per ``hue``
+    (``defense`` for :func:`mixed_stream`, ``pipeline`` for :func:`detect_then_purify`),
+    averaged over metrics and attacks."""
+    import matplotlib.pyplot as plt
+
+    from .. import viz
+
+    mean = stream.groupby([hue, "p"], as_index=False)[list(measures)].mean()
+    fig, axes = plt.subplots(1, len(measures), figsize=(5.2 * len(measures) + 1.5, 3.8),
+                             squeeze=False)
+    n = int(stream["n_images"].max()) if "n_images" in stream else None
+    for ax, m in zip(axes[0], measures):
+        viz.line(mean, x="p", y=m, hue=hue, ax=ax, title=m, n=n)
+        ax.set_xlabel("fraction of the stream attacked (p)")
+        if ax is not axes[0][-1] and ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if title:
+        viz.suptitle(fig, title)
+    fig.tight_layout()
+    return fig
+
+
+def roc_figure(curves: pd.DataFrame, auc: pd.DataFrame | None = None, combine: str = "mean"):
+    """ROC curves of the detector per attack, one panel per metric (AUC in the legend)."""
+    import matplotlib.pyplot as plt
+
+    from .. import viz
+
+    metrics = sorted(curves["metric"].unique())
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 4.2), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        g = curves[curves["metric"] == m]
+        for attack in viz.order("attack", g["attack"].unique()):
+            c = g[g["attack"] == attack]
+            lab = str(attack)
+            if auc is not None:
+                a = auc[(auc["metric"] == m) & (auc["attack"] == attack)]
+                if len(a):
+                    lab += f" ({a[f'AUC {combine}'].iloc[0]:.2f})"
+            ax.step(c["fpr"], c["tpr"], where="post", label=lab,
+                    color=viz.color("attack", str(attack)))
+        ax.plot([0, 1], [0, 1], ls=":", color="0.6")
+        ax.set_xlabel("false-positive rate (clean images flagged)")
+        ax.set_ylabel("true-positive rate (attacked images caught)")
+        ax.set_title(f"{m}: score drop under the signal transforms")
+        ax.legend(fontsize=7, title="attack (AUC)")
+    fig.tight_layout()
+    return fig
+
+
 __all__ = ["COMBINE", "SIGNAL_PURIFIERS", "EvasionObjective", "detect_then_purify",
-           "detector_auc", "loo_thresholds", "mixed_stream", "roc_curves", "scores_table",
-           "signals", "statistic"]
+           "detector_auc", "loo_thresholds", "mixed_stream", "roc_curves", "roc_figure",
+           "scores_table", "signals", "statistic", "stream_figure"]
