@@ -63,18 +63,3 @@ def list_defenses(pattern: str = "*", *, tag: str | None = None, presets: bool =
     _ensure_registered()
     return DEFENSES.specs(pattern) if presets else DEFENSES.names(pattern, tag=tag)
 
-
-def cli_list(argv: list[str]) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m iqalib list")
-    p.add_argument("kind", choices=["metrics", "attacks", "defenses"])
-    p.add_argument("pattern", nargs="?", default="*")
-    a = p.parse_args(argv)
-    _ensure_registered()
-    reg = {"metrics": METRICS, "attacks": ATTACKS, "defenses": DEFENSES}[a.kind]
-    for n in reg.names(a.pattern):
-        e = reg.entry(n)
-        presets = f"  presets: {', '.join(e.presets)}" if e.presets else ""
-        print(f"{n:<22} {e.summary}{presets}")
-    return 0

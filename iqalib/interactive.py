@@ -111,6 +111,7 @@ class CompareApp:
         self._adv_cache: dict[tuple, torch.Tensor] = {}
         self._defense_cache: dict[str, object] = {}
         self._probes: dict[str, object] = {}
+        self._score_cache: dict[tuple, float] = {}
         #: seconds the last widget redraw took (compute + figure), for the record
         self.last_redraw_s: float | None = None
 
@@ -163,8 +164,13 @@ class CompareApp:
             self._adv_cache[key] = self._attack(attack, float(eps_255))(clean)
         attacked = self._adv_cache[key]
         purified = self._defense(defense)(attacked)
-        scores = {name: float(self.metric.score(x)[0])
-                  for name, x in (("clean", clean), ("attacked", attacked), ("purified", purified))}
+        # a purifier change only needs the purified image scored: the other two are cached
+        for name, k, x in (("clean", (image_id,), clean), ("attacked", key, attacked)):
+            if (name, k) not in self._score_cache:
+                self._score_cache[(name, k)] = float(self.metric.score(x)[0])
+        scores = {"clean": self._score_cache[("clean", (image_id,))],
+                  "attacked": self._score_cache[("attacked", key)],
+                  "purified": float(self.metric.score(purified)[0])}
         psnr_att = float(measures.psnr(attacked, clean)[0])
         psnr_pur = float(measures.psnr(measures.match_size(purified, clean), clean)[0])
         return Comparison(image_id, attack, float(eps_255), defense, clean.cpu(), attacked.cpu(),
