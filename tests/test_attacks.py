@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 from torch import nn
 
 import iqalib
@@ -142,30 +143,54 @@ def test_amifgsm_rejects_unknown_eps_string(toy_metric):
         iqalib.load_attack("amifgsm", toy_metric, eps="brisque")
 
 
-def test_korhonen_map_matches_scipy(photos64):
-    from scipy import ndimage
+def _disc_dilation(m: np.ndarray) -> np.ndarray:
+    disc = np.array([[0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1],
+                     [0, 1, 1, 1, 0]], bool)
+    return ndimage.grey_dilation(m, footprint=disc, mode="reflect")
+
+
+def test_korhonen_default_map_is_the_benchmarks(photos64):
+    # makeSpatialActivityMap: luma of cv2's RGB2YCrCb (0.299, 0.587, 0.114) scaled to the
+    # 16..235 range, scipy's ndimage.sobel with its default axis (horizontal, signed), border
+    # zeroed, divided by the maximum, dilated with the 5x5 disc, then divided by 255
+    from iqalib.attacks.korhonen import spatial_activity_map
+
+    ours = spatial_activity_map(photos64)
+    for i in range(3):
+        rgb = photos64[i].permute(1, 2, 0).numpy() * 255
+        y = (rgb @ np.array([0.299, 0.587, 0.114], np.float32) * 219 + 16) / 255
+        sob = ndimage.sobel(y)
+        inner = np.zeros_like(sob)
+        inner[1:-1, 1:-1] = sob[1:-1, 1:-1]
+        ref = _disc_dilation(inner / inner.max()) / 255
+        np.testing.assert_allclose(ours[i, 0].numpy(), ref, atol=1e-8)
+        assert (ref < 0).any()  # signed: the benchmark's mask reverses some gradients
+    flat = spatial_activity_map(torch.full((1, 3, 16, 16), 0.5))
+    assert torch.allclose(flat, torch.full_like(flat, 1 / 255))
+
+
+def test_korhonen_magnitude_map_matches_scipy(photos64):
     from skimage.color import rgb2ycbcr
 
     from iqalib.attacks.korhonen import spatial_activity_map
 
-    ours = spatial_activity_map(photos64)
-    disc = np.array([[0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1],
-                     [0, 1, 1, 1, 0]], bool)
+    ours = spatial_activity_map(photos64, "magnitude")
     for i in range(3):
         y = rgb2ycbcr(photos64[i].permute(1, 2, 0).double().numpy())[..., 0]
         mag = np.hypot(ndimage.sobel(y, axis=0), ndimage.sobel(y, axis=1))
         inner = np.zeros_like(mag)
         inner[1:-1, 1:-1] = mag[1:-1, 1:-1]
-        ref = ndimage.grey_dilation(inner / inner.max(), footprint=disc, mode="reflect")
-        np.testing.assert_allclose(ours[i, 0].numpy(), ref, atol=2e-5)
+        np.testing.assert_allclose(ours[i, 0].numpy(), _disc_dilation(inner / inner.max()),
+                                   atol=2e-5)
 
 
 def test_korhonen_mask_confines_changes(photos64, toy_metric):
     flat_left = photos64[:1].clone()
     flat_left[..., :, :32] = 128 / 255  # a textureless half: its mask is zero off the edge
-    xa = iqalib.load_attack("korhonen", toy_metric)(flat_left)
-    assert (xa - flat_left)[..., :, :27].abs().max() == 0
-    assert (xa - flat_left)[..., :, 36:].abs().max() > 0
+    for spec in ("korhonen", "korhonen:magnitude"):
+        xa = iqalib.load_attack(spec, toy_metric, lr=0.05)(flat_left)
+        assert (xa - flat_left)[..., :, :27].abs().max() == 0, spec
+        assert (xa - flat_left)[..., :, 36:].abs().max() > 0, spec
 
 
 def test_haar_low_band_matches_skimage(photos64):

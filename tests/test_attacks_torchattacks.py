@@ -24,7 +24,7 @@ def test_score_as_logits_shape_and_sign(photos64, toy_metric, toy_lower_metric):
 
 
 def test_ifgsm_equals_torchattacks_bim(photos64, toy_metric):
-    atk = iqalib.load_attack("ifgsm", toy_metric)
+    atk = iqalib.load_attack("ifgsm:image", toy_metric)
     theirs = run_torchattacks("BIM", toy_metric, photos64, eps=10 / 255, alpha=1 / 255, steps=10)
     # same projection order (step, clip to the eps ball, clip to [0,1]) and the same
     # gradient signs: bit-identical before our 8-bit rounding, identical after it
@@ -35,14 +35,14 @@ def test_ifgsm_equals_torchattacks_bim(photos64, toy_metric):
 
 
 def test_ifgsm_equals_torchattacks_bim_lower_better(photos64, toy_lower_metric):
-    ours = iqalib.load_attack("ifgsm", toy_lower_metric)(photos64)
+    ours = iqalib.load_attack("ifgsm:image", toy_lower_metric)(photos64)
     theirs = run_torchattacks("BIM", toy_lower_metric, photos64, eps=10 / 255, alpha=1 / 255,
                               steps=10)
     assert torch.equal(quantise(theirs), ours)
 
 
-def test_mifgsm_matches_torchattacks(photos64, toy_metric):
-    ours = iqalib.load_attack("mifgsm", toy_metric)(photos64)
+def test_mifgsm_l1_matches_torchattacks(photos64, toy_metric):
+    ours = iqalib.load_attack("mifgsm:l1", toy_metric, projection="image")(photos64)
     theirs = quantise(run_torchattacks("MIFGSM", toy_metric, photos64, eps=10 / 255,
                                        alpha=1 / 255, steps=10, decay=1.0))
     # torchattacks divides by the mean |grad| (we by the sum: the same direction) and

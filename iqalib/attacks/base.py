@@ -28,6 +28,51 @@ def project_linf(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
     return torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
 
 
+# -- keyword checks: every attack validates its settings in __init__ ----------------------
+def _number(v, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) and not (
+            torch.is_tensor(v) and v.numel() == 1):
+        raise ValueError(f"{what} must be a number, got {v!r}")
+    v = float(v)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"{what} must be a finite number, got {v}")
+    return v
+
+
+def check_positive(v, what: str) -> float:
+    """``v`` as a float, or a ValueError unless it is a finite number > 0."""
+    v = _number(v, what)
+    if not v > 0:
+        raise ValueError(f"{what} must be > 0, got {v}")
+    return v
+
+
+def check_nonnegative(v, what: str) -> float:
+    """``v`` as a float, or a ValueError unless it is a finite number >= 0."""
+    v = _number(v, what)
+    if v < 0:
+        raise ValueError(f"{what} must be >= 0, got {v}")
+    return v
+
+
+def check_unit(v, what: str) -> float:
+    """``v`` as a float, or a ValueError unless it lies in [0, 1] (a budget on [0,1] images)."""
+    v = _number(v, what)
+    if not 0 <= v <= 1:
+        raise ValueError(f"{what} must be in [0, 1] (images are in [0, 1]), got {v}")
+    return v
+
+
+def check_count(v, what: str, minimum: int = 1) -> int:
+    """``v`` as an int, or a ValueError unless it is a whole number >= ``minimum``."""
+    if isinstance(v, bool) or not isinstance(v, int) and not (
+            isinstance(v, float) and v.is_integer()):
+        raise ValueError(f"{what} must be a whole number >= {minimum}, got {v!r}")
+    if int(v) < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {int(v)}")
+    return int(v)
+
+
 @contextlib.contextmanager
 def eval_mode(module: torch.nn.Module) -> Iterator[None]:
     """Put ``module`` in eval mode and freeze its parameters; restore both on exit."""
@@ -56,6 +101,8 @@ class Attack(HasParams):
     needs_grad = True
     #: False for unrestricted attacks (no L-inf budget: AdvCF, Zhang et al.)
     has_eps = True
+    #: catalogue names of the checkpoints this attack needs (see iqalib.weights)
+    weights: tuple[str, ...] = ()
 
     def __init__(self, metric: IQAMetric, *, seed: int = 0, **hyperparameters):
         self.metric = metric
@@ -74,7 +121,7 @@ class Attack(HasParams):
         image's own gradient.
         """
         loss_fn = loss_fn or self.score_loss
-        x = x.detach().requires_grad_(True)
+        x = x.detach().requires_grad_(True)  # a view: no copy of the iterate
         loss = loss_fn(x)
         (grad,) = torch.autograd.grad(loss.sum(), x)
         return loss.detach(), grad
@@ -107,12 +154,14 @@ def adam_image_loop(x: Tensor, loss_fn, *, lr: float, steps: int,
     x_adv = x.clone().requires_grad_(True)
     opt = torch.optim.Adam([x_adv], lr=lr)
     for _ in range(steps):
-        opt.zero_grad(set_to_none=True)
         loss = loss_fn(x_adv)
         (grad,) = torch.autograd.grad(loss.sum(), x_adv)
-        # a NaN from a metric's sqrt/log at a flat patch must not poison the image
-        grad = torch.nan_to_num(grad)
-        x_adv.grad = grad * grad_mask if grad_mask is not None else grad
+        with torch.no_grad():
+            # a NaN from a metric's sqrt/log at a flat patch must not poison the image
+            torch.nan_to_num_(grad)
+            if grad_mask is not None:
+                grad.mul_(grad_mask)
+        x_adv.grad = grad
         opt.step()
         with torch.no_grad():
             x_adv.clamp_(0, 1)

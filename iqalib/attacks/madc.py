@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 
 from ..registry import ATTACKS
-from .base import Attack
+from .base import Attack, check_count, check_positive, check_unit
 
 
 def rmse(a: Tensor, b: Tensor) -> Tensor:
@@ -33,30 +33,42 @@ class MADC(Attack):
 
     def __init__(self, metric, *, lr: float = 0.001, steps: int = 8, eps: float = 10 / 255,
                  pull: float = 0.0005, seed: int = 0):
-        super().__init__(metric, lr=lr, steps=steps, eps=eps, pull=pull, seed=seed)
+        check_positive(lr, "madc lr")
+        check_count(steps, "madc steps")
+        check_unit(eps, "madc eps")
+        check_positive(pull, "madc pull")
+        super().__init__(metric, lr=float(lr), steps=int(steps), eps=float(eps), pull=float(pull),
+                         seed=seed)
 
     def perturb(self, x: Tensor) -> Tensor:
         x_adv = x.clone()
         for i in range(self.steps):
             _, g = self.loss_and_grad(x_adv)
-            d = x_adv - x
-            dd = d.pow(2).sum(dim=(1, 2, 3), keepdim=True)
-            if i > 0:
-                coef = (d * g).sum(dim=(1, 2, 3), keepdim=True) / dd.clamp_min(1e-20)
-                # an image still equal to the clean one has no RMSE direction: keep g
-                g = torch.where(dd > 0, g - coef * d, g)
-            x_adv = (x_adv - self.lr * g.sign()).clamp(0, 1)
-            x_adv = self._hold_rmse(x_adv, x)
+            with torch.no_grad():
+                if i > 0:
+                    d = x_adv - x
+                    dd = d.pow(2).sum(dim=(1, 2, 3), keepdim=True)
+                    coef = (d * g).sum(dim=(1, 2, 3), keepdim=True) / dd.clamp_min(1e-20)
+                    # an image still equal to the clean one has no RMSE direction: keep g
+                    g = torch.where(dd > 0, g - coef * d, g)
+                x_adv.add_(g.sign_(), alpha=-self.lr).clamp_(0, 1)
+                x_adv = self._hold_rmse(x_adv, x)
         return x_adv
 
     def _hold_rmse(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Pull images whose RMSE exceeds ``eps`` back by signed steps of ``pull`` until none
+        does. The pulls run in bursts, masked per image, and the host looks at the result
+        once per burst: a burst covers one attack step's drift (``lr / pull`` rounds, plus
+        one), so usually a single check per step."""
+        burst = int(self.lr / self.pull) + 2
         # each pull moves every pixel at most `pull` towards x, so the loop ends within
         # max|x_adv - x| / pull rounds; the cap only guards against a NaN
         max_rounds = int(1.0 / self.pull) + 2
-        for _ in range(max_rounds):
-            over = (rmse(x_adv, x) > self.eps).reshape(-1, 1, 1, 1)
-            if not over.any():
+        for _ in range(0, max_rounds, burst):
+            for _ in range(burst):
+                over = (rmse(x_adv, x) > self.eps).reshape(-1, 1, 1, 1)
+                pulled = (x_adv - self.pull * (x_adv - x).sign()).clamp_(0, 1)
+                x_adv = torch.where(over, pulled, x_adv)
+            if not bool((rmse(x_adv, x) > self.eps).any()):
                 break
-            pulled = (x_adv - self.pull * (x_adv - x).sign()).clamp(0, 1)
-            x_adv = torch.where(over, pulled, x_adv)
         return x_adv

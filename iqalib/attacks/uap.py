@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ..metrics.base import IQAMetric, check_batch
 from ..registry import ATTACKS
-from .base import Attack, eval_mode
+from .base import Attack, check_count, check_nonnegative, check_positive, check_unit, eval_mode
 
 #: the benchmark's training settings per method (Adam for uap / generative-uap)
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -123,6 +123,7 @@ class UAP(Attack):
     def __init__(self, metric: IQAMetric, *, perturbation: Tensor | None = None,
                  path: str | Path | None = None, amplitude: float = 0.2,
                  meta: dict[str, Any] | None = None, seed: int = 0):
+        amplitude = check_nonnegative(amplitude, "uap amplitude")
         if perturbation is None and path is None:
             raise ValueError(
                 "a universal perturbation must be trained first: "
@@ -190,6 +191,16 @@ class UAP(Attack):
         """
         if method not in DEFAULTS:
             raise ValueError(f"unknown UAP method {method!r}: use one of {sorted(DEFAULTS)}")
+        check_count(batch_size, "uap batch_size")
+        check_count(crop, "uap crop", minimum=8)
+        check_count(ngf, "uap ngf")
+        check_nonnegative(amplitude, "uap amplitude")
+        if epochs is not None:
+            check_count(epochs, "uap epochs")
+        if eps is not None:
+            check_unit(eps, "uap eps")
+        if lr is not None:
+            check_positive(lr, "uap lr")
         cfg = dict(DEFAULTS[method])
         cfg.update({k: v for k, v in {"eps": eps, "lr": lr, "epochs": epochs}.items()
                     if v is not None})
@@ -286,6 +297,7 @@ def default_path(method: str, metric: IQAMetric) -> Path:
 def _factory(method: str):
     def make(metric, *, path=None, amplitude: float = 0.2, train_if_missing: bool = False,
              seed: int = 0, **train_kw):
+        check_nonnegative(amplitude, f"{method} amplitude")  # before looking for the file
         path = Path(path) if path is not None else default_path(method, metric)
         if not path.exists():
             if not train_if_missing:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ..errors import MissingWeightsError
 from ..registry import ATTACKS
-from .base import Attack, adam_image_loop
+from .base import Attack, adam_image_loop, check_count, check_positive
 
 # torchvision looks its ImageNet checkpoints up by these file names (the hash prefix is
 # checked on load), so the catalogue files are exposed to it under them.
@@ -143,12 +143,20 @@ def ssim_distance(x_adv: Tensor, x: Tensor) -> Tensor:
     return 1.0 - ssim.mean(dim=(1, 2, 3))
 
 
+#: distance name -> the catalogue checkpoints it needs (see iqalib.weights)
+DISTANCE_WEIGHTS = {"dists": ("dists", "torchvision-vgg16"),
+                    "lpips-alex": ("lpips-alex", "torchvision-alexnet"),
+                    "lpips-vgg": ("lpips-vgg", "torchvision-vgg16"),
+                    "ssim": ()}
+
+
 class Zhang(Attack):
     """Zhang et al., "Perceptual attacks of no-reference image quality models with
     human-in-the-loop", NeurIPS 2022 (as the MSU group runs it).
 
     Adam on the image (``lr=0.005``, ``steps=10``) minimising per image
-    ``D(x', x) - sign * score / range`` with ``D`` = DISTS, LPIPS or ``1 - SSIM``.
+    ``D(x', x) - sign * score / range`` with ``D`` = DISTS, LPIPS or ``1 - SSIM``; NaN
+    gradients are zeroed, the image is clipped to [0, 1] after every step.
     """
 
     name = "zhang"
@@ -156,8 +164,14 @@ class Zhang(Attack):
 
     def __init__(self, metric, *, distance: str = "dists", lr: float = 0.005, steps: int = 10,
                  seed: int = 0):
-        super().__init__(metric, distance=distance, lr=lr, steps=steps, seed=seed)
+        if distance not in DISTANCE_WEIGHTS:
+            raise ValueError(f"zhang distance must be one of {sorted(DISTANCE_WEIGHTS)}, "
+                             f"got {distance!r}")
+        check_positive(lr, "zhang lr")
+        check_count(steps, "zhang steps")
+        super().__init__(metric, distance=distance, lr=float(lr), steps=int(steps), seed=seed)
         self.name = f"zhang-{distance}"
+        self.weights = DISTANCE_WEIGHTS[distance]
         # built now so a missing checkpoint fails at construction, not mid-run
         self._distance = build_distance(distance)
 
@@ -170,17 +184,28 @@ class Zhang(Attack):
         return adam_image_loop(x, loss, lr=self.lr, steps=self.steps)
 
 
-def _factory(distance: str):
-    def make(metric, **kw):
-        return Zhang(metric, distance=distance, **kw)
-    make.__doc__ = (f"Zhang et al. 2022 with D = {distance}: Adam lr 0.005, 10 steps, "
-                    f"loss D(x', x) - score / range.")
-    return make
+def _variant(cls_name: str, distance: str, doc_name: str) -> type[Zhang]:
+    """A registered subclass with the distance fixed and its checkpoints declared."""
+
+    def __init__(self, metric, *, lr: float = 0.005, steps: int = 10, seed: int = 0):
+        Zhang.__init__(self, metric, distance=distance, lr=lr, steps=steps, seed=seed)
+
+    doc = (f"Zhang et al. 2022 with D = {doc_name}: Adam lr 0.005, 10 steps, "
+           f"loss D(x', x) - score / range.")
+    return type(cls_name, (Zhang,), {"__init__": __init__, "__doc__": doc,
+                                     "name": f"zhang-{distance}",
+                                     "weights": DISTANCE_WEIGHTS[distance],
+                                     "__module__": __name__})
 
 
-ATTACKS.add("zhang-dists", _factory("dists"), aliases=["zhang", "zhang-et-al-dists"],
+ZhangDISTS = _variant("ZhangDISTS", "dists", "DISTS")
+ZhangLPIPS = _variant("ZhangLPIPS", "lpips-alex", "LPIPS (AlexNet)")
+ZhangLPIPSVGG = _variant("ZhangLPIPSVGG", "lpips-vgg", "LPIPS (VGG)")
+ZhangSSIM = _variant("ZhangSSIM", "ssim", "1 - SSIM")
+
+ATTACKS.add("zhang-dists", ZhangDISTS, aliases=["zhang", "zhang-et-al-dists"],
             tags=("gradient", "needs-weights"))
-ATTACKS.add("zhang-lpips", _factory("lpips-alex"), aliases=["zhang-lpips-alex"],
+ATTACKS.add("zhang-lpips", ZhangLPIPS, aliases=["zhang-lpips-alex", "zhang-et-al-lpips"],
             tags=("gradient", "needs-weights"))
-ATTACKS.add("zhang-lpips-vgg", _factory("lpips-vgg"), tags=("gradient", "needs-weights"))
-ATTACKS.add("zhang-ssim", _factory("ssim"), tags=("gradient",))
+ATTACKS.add("zhang-lpips-vgg", ZhangLPIPSVGG, tags=("gradient", "needs-weights"))
+ATTACKS.add("zhang-ssim", ZhangSSIM, aliases=["zhang-et-al-ssim"], tags=("gradient",))
