@@ -59,6 +59,8 @@ GRID_RUNS := $(filter $(BUILD)/00_% $(BUILD)/03_% $(BUILD)/04_% $(BUILD)/05_% $(
 $(BUILD)/04_baseline_purifiers.ipynb: $(BUILD)/03_attacks.ipynb
 $(BUILD)/07_results_tables.ipynb $(BUILD)/08_clean_images.ipynb: $(GRID_RUNS)
 $(BUILD)/09_adaptive_attacks.ipynb: $(BUILD)/07_results_tables.ipynb
+# 12 (mixed stream, detector) reads the grid runs as 07 does
+$(BUILD)/12_attack_unknown.ipynb: $(GRID_RUNS)
 
 # On copies in build/lab/ so that autosave never leaves outputs in the tracked notebooks;
 # --allow-root is added under root (containers). LAB_ARGS go to `jupyter lab`.
