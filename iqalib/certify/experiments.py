@@ -48,6 +48,15 @@ def _batch(images):
     return images.batch(images.ids), list(images.ids)
 
 
+def _attack(attack: PGDL2, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, float]:
+    """``attack(x)`` a few images at a time (an EOT graph holds n_grad copies of each image);
+    returns the attacked images on ``x``'s device and the seconds per image."""
+    from ..evaluate import run
+
+    out = run.attack(attack, x, batch_size=batch_size)
+    return out.images.to(x.device), float(np.mean(out.seconds_per_image))
+
+
 def _kinds(kinds: Sequence[str]) -> list[str]:
     bad = [k for k in kinds if k not in KINDS]
     if bad:
@@ -66,9 +75,12 @@ def width_sweep(metric, images, *, sigmas: Sequence[float] = (0.12, 0.25),
     sampling time per image and ``radius``: the certified radius within which the smoothed
     score moves by at most ``tolerance`` x range (valid for all radii at once: the mean's
     bound, or DKW for the median). Kinds with the same denoiser share their ``n`` draws."""
+    from ..evaluate import run
+
     m = _metric(metric, device)
     x, ids = _batch(images)
     width = m.range_width
+    base = None
     rows = []
     by_denoiser: dict[str | None, list[str]] = {}
     for k in _kinds(kinds):
@@ -81,8 +93,9 @@ def width_sweep(metric, images, *, sigmas: Sequence[float] = (0.12, 0.25),
             t0 = time.perf_counter()
             with torch.no_grad():
                 draws = sm.sample(x.to(m.device), n, generator=gen)
-                base = m(x.to(m.device))
             t_img = (time.perf_counter() - t0) / x.shape[0]
+            if base is None:
+                base = run.score(m, x, batch_size=batch_size)
             for k in ks:
                 smoothing = KINDS[k][0]
                 for method in METHODS[smoothing]:
@@ -121,7 +134,8 @@ def fidelity(sweep: pd.DataFrame) -> pd.DataFrame:
 def attack_check(metric, images, *, kinds: Sequence[str] = ("rs", "ms"), sigma: float = 0.12,
                  eps: float = 0.25, n_cert: int = 100, n_eval: int = 100, n_grad: int = 8,
                  steps: int = 10, alpha: float = GROUP_ALPHA, seed: int = 0,
-                 batch_size: int = 32, device: str = "cpu") -> pd.DataFrame:
+                 batch_size: int = 32, attack_batch: int = 4,
+                 device: str = "cpu") -> pd.DataFrame:
     """Attack each smoothed metric with L2 PGD + EOT (``n_grad`` noise draws per step) at
     radius ``eps`` in both directions and check the certificate.
 
@@ -131,7 +145,8 @@ def attack_check(metric, images, *, kinds: Sequence[str] = ("rs", "ms"), sigma: 
     ``inside_ci`` (its own ``1 - alpha`` confidence interval reaches the certified one: a
     violation beyond Monte-Carlo doubt is ``not inside_ci``), the attack's change toward the
     bound, the certified room in that direction and their ratio ``tightness`` (1 = the attack
-    reached the bound), and the perturbation's L2 norm.
+    reached the bound), and the perturbation's L2 norm. ``attack_batch`` images are attacked
+    at a time (the EOT graph holds ``n_grad`` noisy copies of each).
     """
     from . import bounds as B
 
@@ -148,9 +163,8 @@ def attack_check(metric, images, *, kinds: Sequence[str] = ("rs", "ms"), sigma: 
         with torch.no_grad():
             clean = sm.reduce(sm.sample(x, n_eval, generator=gen)).double().cpu().numpy()
         for direction in ("raise", "lower"):
-            t0 = time.perf_counter()
-            x_adv = PGDL2(sm, eps=eps, steps=steps, direction=direction, seed=seed)(x)
-            t_att = (time.perf_counter() - t0) / x.shape[0]
+            x_adv, t_att = _attack(PGDL2(sm, eps=eps, steps=steps, direction=direction,
+                                         seed=seed), x, attack_batch)
             gen = torch.Generator(device=m.device).manual_seed(seed + 3)
             with torch.no_grad():
                 draws = sm.sample(x_adv, n_eval, generator=gen).double().cpu()
@@ -183,7 +197,7 @@ def attack_check(metric, images, *, kinds: Sequence[str] = ("rs", "ms"), sigma: 
 
 
 def purifier_comparison(metric, images, purifiers: Sequence[str], *, eps: float = 0.25,
-                        steps: int = 10, eot: int = 4, seed: int = 0,
+                        steps: int = 10, eot: int = 4, seed: int = 0, batch_size: int = 4,
                         device: str = "cpu") -> pd.DataFrame:
     """The empirical side at the same L2 budget: for each purifier ``P`` (``"none"`` for the
     bare metric), L2 PGD on ``f`` (non-adaptive) and on ``f(P(.))`` (adaptive: BPDA for
@@ -192,13 +206,13 @@ def purifier_comparison(metric, images, purifiers: Sequence[str], *, eps: float 
     ``f(P(clean))``, the defended score of the attacked image and the change / range."""
     from ..attacks.adaptive import DefendedMetric
     from ..defenses import create_defense
+    from ..evaluate import run
 
     m = _metric(metric, device)
     x, ids = _batch(images)
     x = x.to(m.device)
-    with torch.no_grad():
-        f_clean = m(x).double().cpu().numpy()
-    x_plain = PGDL2(m, eps=eps, steps=steps, seed=seed)(x)
+    f_clean = run.score(m, x, batch_size=batch_size)
+    x_plain, _ = _attack(PGDL2(m, eps=eps, steps=steps, seed=seed), x, batch_size)
     rows = []
     for p in purifiers:
         if p in ("none", "identity"):
@@ -208,14 +222,12 @@ def purifier_comparison(metric, images, purifiers: Sequence[str], *, eps: float 
             purify = create_defense(p).to(m.device)
             defended = DefendedMetric(m, purify, eot=eot, seed=seed)
         t0 = time.perf_counter()
-        with torch.no_grad():
-            fp_clean = defended(x).double().cpu().numpy()
+        fp_clean = run.score(defended, x, batch_size=batch_size)
         t_def = (time.perf_counter() - t0) / x.shape[0]
-        x_adapt = x_plain if purify is None else PGDL2(defended, eps=eps, steps=steps,
-                                                        seed=seed)(x)
+        x_adapt = x_plain if purify is None else _attack(
+            PGDL2(defended, eps=eps, steps=steps, seed=seed), x, batch_size)[0]
         for setting, xa in (("non-adaptive", x_plain), ("adaptive", x_adapt)):
-            with torch.no_grad():
-                fp_adv = defended(xa).double().cpu().numpy()
+            fp_adv = run.score(defended, xa, batch_size=batch_size)
             change = m.sign * (fp_adv - fp_clean)
             rows.append(pd.DataFrame({
                 "metric": m.name, "purifier": p, "setting": setting, "image_id": ids,

@@ -315,9 +315,11 @@ class SmoothedMetric(IQAMetric):
         t0 = time.perf_counter()
         draws = self.sample(x, n, generator=gen)
         elapsed = time.perf_counter() - t0
+        base = torch.cat([self.metric(x[i:i + self.batch_size])
+                          for i in range(0, x.shape[0], self.batch_size)])
         return certify_samples(draws, eps, sigma=self.sigma, smoothing=self.smoothing,
                                bounds=self.bounds, alpha=alpha, method=method,
-                               base=self.metric(x), time_per_image_s=elapsed / x.shape[0])
+                               base=base, time_per_image_s=elapsed / x.shape[0])
 
     def extra_repr(self) -> str:
         return (f"name={self.name!r}, sigma={self.sigma}, smoothing={self.smoothing!r}, "
