@@ -9,6 +9,7 @@ import torch
 from iqalib.attacks.base import Attack, project_linf
 from iqalib.defenses.base import Defense
 from iqalib.errors import MissingWeightsError
+from iqalib.metrics.base import IQAMetric
 
 
 class SignAttack(Attack):
@@ -126,3 +127,66 @@ class NeedsFileDefense(Defense):
         if not os.path.exists(self.flag):
             raise MissingWeightsError("toy-needs-file: run `make weights WEIGHTS=toy-needs-file`")
         return x.flip(-2)
+
+
+class CountingDefense(Defense):
+    """Flips the width axis and records the content digest of every image it purifies in the
+    class-level list ``seen`` (to count purifications; in-process runs only)."""
+
+    name = "toy-counting"
+    seen: list = []
+
+    def __init__(self, *, seed=0):
+        super().__init__(seed=seed)
+
+    def purify(self, x, generator):
+        from iqalib.fingerprint import tensor_digest
+
+        type(self).seen.extend(tensor_digest(img.cpu()) for img in x)
+        return x.flip(-1)
+
+
+class HeavyCountingDefense(Defense):
+    """A purifier with a network (a fixed 3x3 box blur as an nn.Conv2d), so the grid gives it a
+    task group of its own; counts the images it purifies in ``calls``."""
+
+    name = "toy-heavy"
+    calls: list = []
+
+    def __init__(self, *, seed=0):
+        super().__init__(seed=seed)
+        self.net = torch.nn.Conv2d(3, 3, 3, padding=1, groups=3, bias=False)
+        with torch.no_grad():
+            self.net.weight.fill_(1 / 9)
+
+    def to(self, device):
+        super().to(device)
+        self.net.to(device)
+        return self
+
+    def purify(self, x, generator):
+        type(self).calls.append(x.shape[0])
+        with torch.no_grad():
+            return self.net(x).clamp(0, 1)
+
+
+class NanOnFlatMetric(IQAMetric):
+    """A metric that is undefined (NaN) on flat images, as BRISQUE's fit is; else the toy
+    sharpness. Gradients stay finite (the NaN is a constant branch)."""
+
+    name = "toy-nan-on-flat"
+    lower_better = False
+    score_range = (0.0, 1.0)
+
+    def __init__(self):
+        super().__init__()
+        k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+        self.register_buffer("kernel", k.expand(3, 1, 3, 3).clone())
+
+    def forward(self, x):
+        import torch.nn.functional as F
+
+        lap = F.conv2d(x, self.kernel, padding=1, groups=3)
+        s = torch.tanh(8 * lap.abs().mean(dim=(1, 2, 3)))
+        flat = x.flatten(1).std(dim=1) < 1e-4
+        return torch.where(flat, torch.full_like(s, float("nan")), s)

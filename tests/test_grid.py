@@ -1,6 +1,7 @@
 """The resumable grid: rows, determinism, resume, failures, a killed run, Dask == local."""
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import subprocess
@@ -21,6 +22,14 @@ from iqalib.evaluate.grid import COLUMNS, load_results, run_grid
 
 TESTS = Path(__file__).resolve().parent
 VOLATILE = ["time_attack_s", "time_defense_s", "git_sha"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_prefix_memo():
+    """Purifier outputs remembered in this process must not leak between tests that count
+    purifier calls."""
+    grid._MEMO = grid.PrefixMemo()
+    yield
 
 
 def _stable(df: pd.DataFrame) -> pd.DataFrame:
@@ -294,3 +303,190 @@ def test_a_resized_set_is_not_served_the_full_size_attacks(tmp_path, toy_metric)
     pngs = sorted((tmp_path / "adv").rglob("*.png"))
     assert len(pngs) == 2, "both sizes must be attacked and cached separately"
     assert small["image_sha"].iloc[0] != large["image_sha"].iloc[0]
+
+
+# -- no repeated work (issue 12) ---------------------------------------------------------------
+def test_clean_side_is_computed_once_per_purifier_and_image(tmp_path, toy_metric,
+                                                           toy_lower_metric, photos64):
+    """purify(clean) is shared by every attack and metric: with 2 metrics x 2 attacks the clean
+    images are purified once each (the grid used to purify them in every unit: 4 times)."""
+    from iqalib.fingerprint import tensor_digest
+
+    toys.CountingDefense.seen.clear()
+    attacks = [toys.SignAttack, toys.SignAttack(toy_metric, eps=8 / 255)]
+    df = run_grid([toy_metric, toy_lower_metric], attacks, ["none", toys.CountingDefense()],
+                  photos64, out=tmp_path / "out", cache=tmp_path / "adv", chunk_size=2,
+                  progress=False)
+    assert len(df) == 2 * 2 * 2 * 3  # metrics x attacks x defenses x images
+    seen = collections.Counter(toys.CountingDefense.seen)
+    clean = [tensor_digest(img) for img in photos64]
+    assert [seen[c] for c in clean] == [1, 1, 1]
+    # and every attacked image once (the two metrics' attacks happen to coincide: the lower-is-
+    # better toy is the negated one, and equal inputs share the purifier's output)
+    assert set(seen.values()) == {1} and len(seen) <= 3 + 2 * 2 * 3
+    # the shared clean side is the one each row reports
+    mine = df[df["defense_spec"] == "toy-counting"]
+    for metric in (toy_metric, toy_lower_metric):
+        rows = mine[mine["metric"] == metric.name].sort_values(["attack_params", "image_id"])
+        with torch.no_grad():
+            expect = metric(photos64.flip(-1)).double().numpy()
+        np.testing.assert_allclose(rows["score_def_clean"], np.tile(expect, 2), rtol=1e-6)
+
+
+def test_a_composition_reuses_its_prefix(tmp_path, toy_metric, photos64):
+    """heavy+flip after heavy (same images, same seed) reuses heavy's output: the network runs
+    as often as for heavy alone."""
+    from iqalib.defenses.base import Compose
+
+    kw = dict(chunk_size=3, progress=False, cache=tmp_path / "adv")
+    toys.HeavyCountingDefense.calls.clear()
+    alone = run_grid([toy_metric], [toys.SignAttack], [toys.HeavyCountingDefense()], photos64,
+                     out=tmp_path / "alone", **kw)
+    calls_alone = sum(toys.HeavyCountingDefense.calls)
+    toys.HeavyCountingDefense.calls.clear()
+    grid._MEMO = grid.PrefixMemo()  # nothing remembered from the first run
+    both = run_grid([toy_metric], [toys.SignAttack],
+                    [toys.HeavyCountingDefense(),
+                     Compose([toys.HeavyCountingDefense(), toys.FlipDefense()])], photos64,
+                    out=tmp_path / "both", **kw)
+    assert calls_alone == 6  # 3 clean + 3 attacked images
+    assert sum(toys.HeavyCountingDefense.calls) == calls_alone
+    heavy = both[both["defense"] == "toy-heavy"].sort_values("image_id")
+    composed = both[both["defense"] == "toy-heavy+toy-flip"].sort_values("image_id")
+    pd.testing.assert_frame_equal(_stable(heavy), _stable(alone.sort_values("image_id")))
+    blur = toys.HeavyCountingDefense()
+    with torch.no_grad():
+        adv = toys.SignAttack(toy_metric)(photos64)
+        expect = toy_metric(blur(adv).flip(-2, -1)).double().numpy()
+    np.testing.assert_allclose(composed["score_def_attacked"], expect, rtol=1e-6)
+    # the composition is charged the prefix's time too
+    assert (composed["time_defense_s"].to_numpy() >= heavy["time_defense_s"].to_numpy()).all()
+
+
+def test_a_stochastic_prefix_is_reused_with_its_generator_state(tmp_path, toy_metric, photos64):
+    from iqalib.defenses.base import Compose
+
+    noise, composed = toys.NoiseDefense(), Compose([toys.NoiseDefense(), toys.CropDefense()])
+    df = _run(tmp_path, toy_metric, [noise, composed], photos64)
+    n = df[df["defense"] == "toy-noise"].sort_values("image_id")
+    c = df[df["defense"] == "toy-noise+toy-crop"].sort_values("image_id")
+    # crop(noise(x)) computed by hand with the grid's per-chunk generators (chunks of 2)
+    x = photos64
+    expect = []
+    for chunk in (x[:2], x[2:]):
+        y = toys.NoiseDefense()(chunk, generator=torch.Generator().manual_seed(0))
+        expect.append(toy_metric(toys.CropDefense()(y)).detach().double())
+    np.testing.assert_allclose(c["score_def_clean"], torch.cat(expect).numpy(), rtol=1e-6)
+    assert not np.allclose(n["score_def_clean"], c["score_def_clean"])
+
+
+# -- no silent wrong result (issue 14) ---------------------------------------------------------
+def test_two_tensors_with_the_same_ids_do_not_share_rows(tmp_path, toy_metric, photos64):
+    kw = dict(out=tmp_path / "out", cache=tmp_path / "adv", progress=False)
+    run_grid([toy_metric], [toys.SignAttack], ["none"], photos64[:2], **kw)
+    other = photos64[1:3]  # ids img0000, img0001 again, other pixels
+    df = run_grid([toy_metric], [toys.SignAttack], ["none"], other, **kw).sort_values("image_id")
+    with torch.no_grad():
+        np.testing.assert_allclose(df["score_clean"], toy_metric(other).double().numpy(),
+                                   rtol=1e-6)
+        adv = toys.SignAttack(toy_metric)(other)
+        np.testing.assert_allclose(df["score_attacked"], toy_metric(adv).double().numpy(),
+                                   rtol=1e-6)
+    # the folder's table keeps both images that were called img0000
+    assert load_results(tmp_path / "out")["image_id"].value_counts()["img0000"] == 2
+
+
+def _png_folder(folder: Path, images: torch.Tensor, names) -> Path:
+    from iqalib.images import save_image
+
+    folder.mkdir(parents=True)
+    for name, img in zip(names, images):
+        save_image(img, folder / f"{name}.png")
+    return folder
+
+
+def test_two_folders_that_share_a_name_do_not_share_attacked_images(tmp_path, toy_metric,
+                                                                    photos64):
+    from iqalib.datasets import load_dataset
+
+    a = _png_folder(tmp_path / "a" / "imgs", photos64[:2], ["p", "q"])
+    b = _png_folder(tmp_path / "b" / "imgs", photos64[[2, 0]].flip(-1), ["p", "q"])
+    kw = dict(cache=tmp_path / "adv", progress=False)
+    run_grid([toy_metric], [toys.SignAttack], ["none"], load_dataset(a), out=tmp_path / "ra", **kw)
+    df = run_grid([toy_metric], [toys.SignAttack], ["none"], load_dataset(b), out=tmp_path / "rb",
+                  **kw).sort_values("image_id")
+    clean = load_dataset(b).batch(["p", "q"])
+    adv = toys.SignAttack(toy_metric)(clean)
+    np.testing.assert_allclose(df["psnr"], measures.psnr(adv, clean).numpy(), rtol=1e-6)
+    assert (df["psnr"] > 30).all()  # reusing the other folder's images gave 7-9 dB
+
+
+def test_editing_a_component_recomputes_its_rows(tmp_path, toy_metric, photos64, monkeypatch):
+    """A rerun after the user edits their purifier's code gives the new code's rows."""
+    import importlib
+
+    module = tmp_path / "mods" / "user_purifier.py"
+    module.parent.mkdir()
+    source = textwrap.dedent("""
+        from iqalib.defenses.base import Defense
+
+        class Darken(Defense):
+            name = "user-darken"
+
+            def purify(self, x, generator):
+                return x * FACTOR
+    """)
+    module.write_text(source.replace("FACTOR", "0.5"))
+    monkeypatch.syspath_prepend(str(module.parent))
+    import user_purifier
+
+    kw = dict(out=tmp_path / "out", cache=tmp_path / "adv", progress=False)
+    first = run_grid([toy_metric], [toys.SignAttack], [user_purifier.Darken()], photos64[:1], **kw)
+    module.write_text(source.replace("FACTOR", "0.9"))
+    os.utime(module, ns=(time.time_ns() + 10**9,) * 2)  # a later mtime, even on coarse clocks
+    importlib.reload(user_purifier)
+    second = run_grid([toy_metric], [toys.SignAttack], [user_purifier.Darken()], photos64[:1], **kw)
+    with torch.no_grad():
+        expect = toy_metric(photos64[:1] * 0.9).double().numpy()
+    np.testing.assert_allclose(second["score_def_clean"], expect, rtol=1e-6)
+    assert not np.allclose(first["score_def_clean"], second["score_def_clean"])
+
+
+def test_default_attack_cache_lives_beside_an_outside_run_folder(tmp_path, toy_metric, photos64):
+    units = grid.plan_units([toy_metric], [toys.SignAttack], ["none"], photos64,
+                            out=tmp_path / "run")
+    assert {u.cache_root for u in units} == {str(tmp_path / "run" / "adv")}
+
+
+def test_a_non_finite_score_is_a_failure_naming_the_image(tmp_path, photos64):
+    x = torch.cat([photos64[:2], torch.full((1, 3, 64, 64), 0.5)])  # img0002 is flat
+    df = run_grid([toys.NanOnFlatMetric()], [toys.SignAttack], ["none", toys.FlipDefense()], x,
+                  out=tmp_path / "out", cache=tmp_path / "adv", chunk_size=3, progress=False)
+    assert set(df["image_id"]) == {"img0000", "img0001"} and len(df) == 4
+    assert np.isfinite(df[["score_clean", "score_attacked", "score_def_clean",
+                           "score_def_attacked"]].to_numpy()).all()
+    assert any(line.startswith("skipped: image img0002 (non-finite") for line in df.attrs["failures"])
+    from iqalib.evaluate import store
+
+    why = store.skipped(tmp_path)
+    assert (why["what"] == "image img0002").any()
+
+
+def test_a_bad_image_costs_that_image_only(tmp_path, toy_metric, photos64):
+    from iqalib.datasets import load_dataset
+
+    folder = _png_folder(tmp_path / "imgs", photos64, ["a", "b", "c"])
+    png = folder / "b.png"
+    png.write_bytes(png.read_bytes()[: len(png.read_bytes()) * 2 // 3])  # header intact
+    df = run_grid([toy_metric], [toys.SignAttack], ["none", toys.FlipDefense()],
+                  load_dataset(folder), out=tmp_path / "out", cache=tmp_path / "adv",
+                  chunk_size=3, progress=False)
+    assert sorted(set(df["image_id"])) == ["a", "c"] and len(df) == 4
+    assert any(line.startswith("skipped: image b ") for line in df.attrs["failures"])
+    # a NaN image in a tensor chunk: its chunk mates get their rows
+    x = photos64.clone()
+    x[1, :, 3, 3] = float("nan")
+    df = run_grid([toy_metric], [toys.SignAttack], ["none"], x, out=tmp_path / "out2",
+                  cache=tmp_path / "adv", chunk_size=3, progress=False)
+    assert sorted(df["image_id"]) == ["img0000", "img0002"]
+    assert any("img0001" in line and "NaN" in line for line in df.attrs["failures"])

@@ -180,9 +180,11 @@ class Component:
 
             if is_baseline(item):
                 return cls(kind, "identity", BASELINE, spec="identity")
-        group, parts = "light", len(getattr(item, "defenses", [item]))
-        if kind == "defense" and _holds_network(item):
-            group = f"obj:{type(item).__qualname__}"
+        group, parts = "light", len(getattr(item, "defenses", [item]) or [item])
+        first = (getattr(item, "defenses", None) or [item])[0]
+        if kind == "defense" and _holds_network(first):
+            # a composition shares the task group of its first purifier (prefix reuse)
+            group = f"obj:{type(first).__qualname__}:{object_fingerprint(first)[:8]}"
         return cls(kind, str(name), object_fingerprint(item), payload=cloudpickle.dumps(item),
                    group=group, parts=parts)
 
