@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import iqalib
 from iqalib.errors import MissingWeightsError
 from iqalib.metrics._checkpoint import CheckpointMismatchError
 from iqalib.metrics.linearity import Linearity
@@ -154,7 +155,7 @@ def test_spaq_random_init_odd_size_grad_reaches_corners(spaq):
         for i, j in [(0, 0), (0, 256), (299, 0), (299, 256)]:
             assert g[i, j] > 0, f"pixel {(i, j)} is outside every patch"
     finally:
-        spaq.resize = 512
+        spaq.resize = None
 
 
 class _PatchMean(torch.nn.Module):
@@ -177,19 +178,40 @@ def test_spaq_is_mean_of_patch_scores(spaq):
         spaq.patch_batch = 1  # chunking the patches changes nothing
         torch.testing.assert_close(spaq(x), got)
     finally:
-        spaq.net, spaq.resize, spaq.patch_batch = net, 512, 64
+        spaq.net, spaq.resize, spaq.patch_batch = net, None, 64
 
 
 def test_spaq_resize_shorter_side_and_small_images(spaq):
-    assert spaq.prepare(torch.rand(1, 3, 64, 80)).shape[-2:] == (512, 640)
-    assert spaq.prepare(torch.rand(1, 3, 600, 400)).shape[-2:] == (768, 512)
-    spaq.resize = None
+    assert spaq.resize is None  # the default: the MSU wrapper's native size
+    assert spaq.prepare(torch.rand(1, 3, 100, 150)).shape[-2:] == (224, 336)
+    with torch.no_grad():
+        assert spaq(torch.rand(2, 3, 100, 150)).shape == (2,)
+    spaq.resize = 512
     try:
-        assert spaq.prepare(torch.rand(1, 3, 100, 150)).shape[-2:] == (224, 336)
-        with torch.no_grad():
-            assert spaq(torch.rand(2, 3, 100, 150)).shape == (2,)
+        assert spaq.prepare(torch.rand(1, 3, 64, 80)).shape[-2:] == (512, 640)
+        assert spaq.prepare(torch.rand(1, 3, 600, 400)).shape[-2:] == (768, 512)
     finally:
-        spaq.resize = 512
+        spaq.resize = None
+    assert iqalib.load_metric("spaq:resize512", pretrained=False).resize == 512
+
+
+def _msu_patch_grid(side: int, input_size: int = 224) -> list[int]:
+    # generate_patches_custom of the MSU wrapper, restated: stride int(224 / 2)
+    stride = int(input_size / 2)
+    idx = [i * stride for i in range(int((side - input_size) / stride) + 1)]
+    if side - input_size != idx[-1]:
+        idx.append(side - input_size)
+    return idx
+
+
+@pytest.mark.parametrize("hw", [(299, 299), (384, 512), (224, 224), (500, 333)])
+def test_spaq_default_patches_are_the_msu_wrappers(spaq, hw):
+    x = torch.zeros(1, 3, *hw)
+    patches = extract_patches(spaq.prepare(x))
+    expected = len(_msu_patch_grid(hw[0])) * len(_msu_patch_grid(hw[1]))
+    assert patches.shape[1] == expected
+    if hw == (299, 299):
+        assert expected == 4  # the NIPS'17 images: a 2 x 2 grid at offsets 0 and 75
 
 
 def test_spaq_checkpoint_round_trip_and_strict(spaq, weights_dir):
@@ -230,6 +252,37 @@ def test_metaiqa_checkpoint_round_trip(weights_dir, photos64):
     state.pop("net.fc3.bias")
     with pytest.raises(CheckpointMismatchError, match=r"missing keys: head\.fc3\.bias"):
         loaded.load_checkpoint(state)
+
+
+def test_metaiqa_default_is_native_resolution_resize224_is_pyiqas(photos64):
+    m = MetaIQA(pretrained=False)
+    assert m.resize is None
+    seen = []
+    hook = m.inner.net.resnet_layer.conv1.register_forward_hook(
+        lambda mod, inp, out: seen.append(tuple(inp[0].shape[-2:])))
+    x = torch.rand(2, 3, 299, 260, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        native = m(x)
+        # the MSU wrapper: torchvision's Normalize, then ResNet-18 and the head, no resize
+        from torchvision.transforms import Normalize
+
+        net = m.inner.net
+        ref = net.head(net.resnet_layer(Normalize([0.485, 0.456, 0.406],
+                                                  [0.229, 0.224, 0.225])(x))).reshape(-1)
+        torch.testing.assert_close(native, ref)
+        assert seen[0] == (299, 260)
+        m.resize = 224
+        try:
+            resized = m(x)
+            # pyiqa's own forward resizes to 224x224 bilinear: the preset must equal it
+            theirs = m.inner.net(x).reshape(-1)
+        finally:
+            m.resize = None
+    assert seen[-2] == (224, 224)
+    torch.testing.assert_close(resized, theirs)
+    assert not torch.allclose(resized, native)
+    hook.remove()
+    assert iqalib.load_metric("metaiqa:resize224", pretrained=False).resize == 224
 
 
 def test_metaiqa_missing_weights_names_make_target(weights_dir):

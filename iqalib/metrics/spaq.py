@@ -6,12 +6,16 @@ CVPR 2020 (https://github.com/h4nwei/SPAQ), checkpoint ``BL_release.pt`` (catalo
 ``ckpt['state_dict']`` with keys ``backbone.*``. Scores are on SPAQ's MOS scale; the paper's
 group normalises by the range (21.75, 77.76).
 
-Pre-processing (as upstream, but differentiable and batched): resize the shorter side to
-512 (bilinear, antialiased), no intensity normalisation, cut 224x224 patches with stride 112
-plus a patch flush with the bottom / right border when the stride does not land on it, score
-every patch and average. Upstream's loader fails on small images; here any size works: with
-``resize=None`` (the MSU benchmark's ``MetricModel`` skips the resize) an image whose
-shorter side is below 224 is upscaled to 224 so at least one patch fits.
+Pre-processing, by default as the MSU group's ``MetricModel`` (the wrapper the study's
+defenses repository scores with, ``subjects/spaq/src/model.py``): no resize, no intensity
+normalisation, 224x224 patches every 112 pixels plus a patch flush with the bottom / right
+border when the stride does not land on it (SPAQ's ``generate_patches``), every patch scored,
+the scores averaged. A 299x299 NIPS'17 image gives 4 patches. Their code breaks on images
+smaller than 224; here such an image is first upscaled (bilinear, antialiased) so that its
+shorter side is 224. ``resize=512`` (preset ``spaq:resize512``) resizes the shorter side to
+512 first, as the same file's unused ``SPAQ`` class and our earlier default did (16 patches on
+a 299 px image); the official SPAQ loader resizes only images whose sides are both >= 512.
+Differentiable and batched.
 """
 from __future__ import annotations
 
@@ -84,8 +88,8 @@ class SPAQBaseline(IQAMetric):
         pretrained: load the ``spaq-baseline`` checkpoint (default True); False gives a
             seeded random initialisation for tests.
         checkpoint: a path or dict in the ``BL_release.pt`` layout instead of the catalogue.
-        resize: shorter side before patching (default 512, upstream); None keeps the size
-            (images with a side below 224 are then upscaled to 224).
+        resize: shorter side before patching; None (default, the MSU group's wrapper) keeps
+            the size (images with a side below 224 are then upscaled to 224).
         patch_batch: how many patches go through the network at once (memory bound).
         seed: seed of the random initialisation.
     """
@@ -97,8 +101,13 @@ class SPAQBaseline(IQAMetric):
 
     def __init__(self, *, pretrained: bool = True,
                  checkpoint: str | os.PathLike | Mapping | None = None,
-                 resize: int | None = SHORT_SIDE, patch_batch: int = 64, seed: int = 0):
+                 resize: int | None = None, patch_batch: int = 64, seed: int = 0):
         super().__init__()
+        if resize is not None and (isinstance(resize, bool) or int(resize) != resize
+                                   or int(resize) < PATCH):
+            raise ValueError(f"spaq resize must be None or a side >= {PATCH}, got {resize!r}")
+        if isinstance(patch_batch, bool) or int(patch_batch) != patch_batch or patch_batch < 1:
+            raise ValueError(f"spaq patch_batch must be a whole number >= 1, got {patch_batch!r}")
         ckpt = read_checkpoint("spaq-baseline", checkpoint) \
             if (pretrained or checkpoint is not None) else None
         with torch.random.fork_rng(devices=[]):
@@ -139,7 +148,9 @@ class SPAQBaseline(IQAMetric):
         return f"resize={self.resize}, " + super().extra_repr()
 
 
-@METRICS.register("spaq", aliases=["spaq-baseline", "spaq-bl"], tags=("paper", "deep"))
+@METRICS.register("spaq", aliases=["spaq-baseline", "spaq-bl"], tags=("paper", "deep"),
+                  presets={"resize512": {"resize": SHORT_SIDE}})
 def spaq(**kwargs: Any) -> SPAQBaseline:
-    """SPAQ baseline (CVPR 2020), ResNet-50 on 224 patches of a 512 image; higher is better."""
+    """SPAQ baseline (CVPR 2020), ResNet-50 averaged over 224 patches at stride 112; higher
+    is better."""
     return SPAQBaseline(**kwargs)
