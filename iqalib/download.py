@@ -149,7 +149,8 @@ def download_to_part(url: str, part: Path, *, progress: bool = True, timeout: fl
     """Download ``url`` into ``part``, resuming only what came from the same URL and file.
 
     The origin of ``part`` (URL, ETag, Last-Modified, full size) is kept in
-    ``<part>.json``. A ``part`` from another URL, or without such a record, is discarded. HTTP(S):
+    ``<part>.json``. A ``part`` from another URL, or without such a record, is overwritten from
+    byte zero once ``url`` answers (not before: an unreachable URL leaves it alone). HTTP(S):
     a resume sends ``Range`` with ``If-Range`` (the strong ETag, else Last-Modified), so a server
     whose file changed answers with the whole new file (200), which replaces ``part``; a 206
     whose validators or total size differ from the record is refused and the download restarts
@@ -162,11 +163,9 @@ def download_to_part(url: str, part: Path, *, progress: bool = True, timeout: fl
     part.parent.mkdir(parents=True, exist_ok=True)
     desc = desc or part.name.removesuffix(".part")
     rec = _read_source(part)
-    if part.exists() and (rec is None or rec.get("url") != url):
-        discard_part(part)  # bytes of unknown or other origin: never append to them
-        rec = None
-    elif not part.exists() and rec is not None:
-        source_record_path(part).unlink(missing_ok=True)
+    if not part.exists() or rec is None or rec.get("url") != url:
+        # bytes of unknown or other origin are never appended to; they are replaced only once
+        # this URL answers, so an unreachable mirror does not cost another URL's partial file
         rec = None
     scheme = urllib.parse.urlparse(url).scheme.lower()
     if scheme == "file":
@@ -188,10 +187,9 @@ def _copy_file_url(url: str, part: Path, rec: dict | None, progress: bool, desc:
         raise NotOnServer(f"{url}: no such file")
     st = src.stat()
     fresh = {"url": url, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    have = part.stat().st_size if part.exists() else 0
-    if have and (rec is None or rec.get("size") != fresh["size"]
-                 or rec.get("mtime_ns") != fresh["mtime_ns"] or have > fresh["size"]):
-        discard_part(part)
+    have = part.stat().st_size if rec is not None else 0
+    if have and (rec.get("size") != fresh["size"] or rec.get("mtime_ns") != fresh["mtime_ns"]
+                 or have > fresh["size"]):
         have = 0
     if not have:
         _write_source(part, fresh)
@@ -212,7 +210,7 @@ def _total_from_content_range(value: str) -> int | None:
 def _http_download(url: str, part: Path, rec: dict | None, progress: bool, timeout: float,
                    desc: str) -> bool:
     """One request. False when a resume was refused (the caller restarts from zero)."""
-    have = part.stat().st_size if (part.exists() and rec is not None) else 0
+    have = part.stat().st_size if rec is not None else 0
     headers = {"User-Agent": USER_AGENT}
     if have:
         headers["Range"] = f"bytes={have}-"

@@ -250,3 +250,14 @@ def test_fetch_bytes_refuses_a_short_body(srv):
     with pytest.raises(DownloadError, match="IncompleteRead|transfer failed"):
         download.fetch_bytes(srv.url + "/img.jpg")
     assert download.fetch_bytes(srv.url + "/img.jpg") == OLD
+
+
+def test_an_unreachable_url_does_not_cost_another_urls_part(srv, wdir, monkeypatch):
+    srv.files["/t.pth"] = OLD
+    _entry(monkeypatch, srv.url + "/t.pth", "http://127.0.0.1:9/unreachable/t.pth")
+    srv.cut["/t.pth"] = MB  # the first URL breaks off, the second cannot be reached
+    with pytest.raises(DownloadError, match="every URL failed"):
+        weights.fetch("t", progress=False)
+    assert (wdir / "t.pth.part").stat().st_size == MB
+    assert weights.fetch("t", progress=False).read_bytes() == OLD  # resumed from the first
+    assert srv.requests[-1][1] == f"bytes={MB}-"
