@@ -238,10 +238,10 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
                       "n_cert": 32, "n_eval": 32, "n_grad": 2, "steps": 3},
             "compare_purifiers": ["none", "flip", "jpeg"], "alpha": 0.001, "tolerance": 0.05},
         "quick": {"n_images": 8, "size": 64, "sweep": {
-            "metrics": ["effnet-iqa", "brisque"], "sigmas": [0.12, 0.25, 0.5], "n": 100,
+            "metrics": ["effnet-iqa", "brisque"], "sigmas": [0.12, 0.25], "n": 64,
             "eps": [0.0, 0.05, 0.1, 0.25, 0.5, 1.0], "kinds": ["rs", "ms", "drs", "dms"]},
             "check": {"metric": "effnet-iqa", "kinds": ["rs", "ms"], "sigma": 0.25, "eps": 0.25,
-                      "n_cert": 100, "n_eval": 100, "n_grad": 4, "steps": 8},
+                      "n_cert": 64, "n_eval": 64, "n_grad": 4, "steps": 8},
             "compare_purifiers": ["none", "flip", "jpeg", "gaussian-blur", "median"],
             "alpha": 0.001, "tolerance": 0.05},
         "paper": {"n_images": 50, "size": None, "sweep": {
