@@ -128,10 +128,14 @@ def test_dni_interpolation():
         interpolate_states(a, {"w": torch.ones(2)}, 0.5)
 
 
+def _srvgg_states(n: int, seed: int = 0) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    shapes = {k: v.shape for k, v in SRVGGNetCompact().state_dict().items()}
+    return [{k: torch.randn(s, generator=g) for k, s in shapes.items()} for _ in range(n)]
+
+
 def test_realesrgan_loads_interpolated_weights(monkeypatch):
-    g = torch.Generator().manual_seed(0)
-    a = {k: torch.randn(v.shape, generator=g) for k, v in SRVGGNetCompact().state_dict().items()}
-    b = {k: torch.randn(v.shape, generator=g) for k, v in a.items()}
+    a, b = _srvgg_states(2)
     fake_catalogue(monkeypatch, {"realesr-general-x4v3": {"params": a},
                                  "realesr-general-wdn-x4v3": {"params": b}})
     d = restorers.RealESRGANDefense()
@@ -142,6 +146,26 @@ def test_realesrgan_loads_interpolated_weights(monkeypatch):
         assert torch.allclose(sd[k], 0.2 * va + 0.8 * b[k], atol=1e-6)
     only = restorers.RealESRGANDefense(denoise_strength=1.0)
     assert all(torch.equal(only.net.state_dict()[k], a[k]) for k in a)
+    assert d.weights == ("realesr-general-x4v3", "realesr-general-wdn-x4v3")
+
+
+def test_realesrgan_follows_upstream_dni_key_rules(monkeypatch):
+    # RealESRGANer.dni blends the "params" entries into the x4v3 dict; its loader then prefers
+    # "params_ema" when that dict has one, which leaves the blend unused
+    a, b, ema = _srvgg_states(3, seed=1)
+    fake_catalogue(monkeypatch, {"realesr-general-x4v3": {"params": a, "params_ema": ema},
+                                 "realesr-general-wdn-x4v3": {"params": b, "params_ema": a}})
+    sd = restorers.RealESRGANDefense().net.state_dict()
+    assert all(torch.equal(sd[k], ema[k]) for k in ema)
+    # the blend reads "params" even when the wdn file carries an EMA copy too
+    fake_catalogue(monkeypatch, {"realesr-general-x4v3": {"params": a},
+                                 "realesr-general-wdn-x4v3": {"params": b, "params_ema": ema}})
+    sd = restorers.RealESRGANDefense(denoise_strength=0.5).net.state_dict()
+    assert all(torch.allclose(sd[k], 0.5 * a[k] + 0.5 * b[k], atol=1e-6) for k in a)
+    fake_catalogue(monkeypatch, {"realesr-general-x4v3": {"params_ema": a},
+                                 "realesr-general-wdn-x4v3": {"params": b}})
+    with pytest.raises(MissingWeightsError, match="'params'"):
+        restorers.RealESRGANDefense()
 
 
 def test_srvgg_is_a_residual_over_nearest_upsampling():
@@ -158,9 +182,13 @@ def test_realesrgan_random_shape_range_gradient():
     d = restorers.RealESRGANDefense(pretrained=False)
     x = torch.rand(2, 3, 11, 15, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     y = d(x)
-    assert y.shape == x.shape and not d.changes_size
+    # the default is the MSU code's: the metric scores the x4 output
+    assert y.shape == (2, 3, 44, 60) and d.changes_size and d.outscale is None
     assert float(y.detach().min()) >= 0 and float(y.detach().max()) <= 1
+    torch.testing.assert_close(y, d.net(x).clamp(0, 1))
     y.sum().backward()
     assert x.grad.abs().sum() > 0
+    d1 = iqalib.load_defense("realesrgan:outscale1", pretrained=False, device="cpu")
+    assert not d1.changes_size and d1(x.detach()).shape == x.shape
     d2 = restorers.RealESRGANDefense(pretrained=False, outscale=2)
     assert d2.changes_size and d2(x.detach()).shape[-2:] == (22, 30)
