@@ -82,7 +82,7 @@ def test_mirror_fetch_of_stand_ins_with_a_corrupt_copy_and_a_dropped_transfer(en
     x = torch.rand(1, 3, 24, 24)
     for d in (RealESRGANDefense(), MPRNetDefense(task="derain")):  # official layouts, strict
         y = d(x)
-        assert y.shape == x.shape and torch.isfinite(y).all()
+        assert y.shape[:2] == x.shape[:2] and torch.isfinite(y).all()
 
 
 def test_nips17_stand_in_goes_through_make_data(env, monkeypatch):
