@@ -86,7 +86,10 @@ def test_attacked_images_come_from_the_grid_cache(toy_metric, imgs, tmp_path):
 
     df = run_grid([toy_metric], ["ifgsm"], ["none"], imgs, progress=False, out=tmp_path / "run",
                   cache=tmp_path / "adv")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "adv").rglob("*"))
     x_adv = experiments.attacked_images(toy_metric, "ifgsm", imgs, cache=tmp_path / "adv")
+    # read back under the grid's key: nothing attacked or written anew
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "adv").rglob("*")) == before
     np.testing.assert_allclose(toy_metric(x_adv).double().numpy(),
                                df.sort_values("image_id").set_index("image_id")
                                .loc[list(imgs.ids), "score_attacked"], rtol=1e-6)

@@ -142,22 +142,24 @@ def distortion_response(metrics, imgs, *, distortions: Sequence[str] = ("noise",
 # --- notebooks 03 / 08 -----------------------------------------------------------------------
 def attacked_images(metric, attack: str, imgs, ids=None, *, seed: int = 0,
                     device: str = "auto", batch_size: int = 4, cache=None) -> torch.Tensor:
-    """The attacked images the grid scored for ``metric`` x ``attack`` (from its lossless
-    attack cache, default ``results_dir()/adv``; attacked now and cached if missing).
-    ``metric`` is a name or a metric object; the cache is keyed by the name, as the grid's."""
+    """The attacked images the grid scored for ``metric`` x ``attack`` (``metric`` a name or
+    the metric object given to the grid), read from the grid's lossless attack cache (default
+    ``results_dir()/adv``) under the grid's own key; attacked now and cached if missing."""
     label, m = _metric(metric, device)
     ids = list(imgs.ids) if ids is None else list(ids)
-    return _cached_attack(m, label, attack, imgs, ids, seed, batch_size, cache)
+    return _cached_attack(metric, m, label, attack, imgs, ids, seed, batch_size, cache)
 
 
-def _cached_attack(m, label: str, attack: str, imgs, ids, seed: int, batch_size: int, cache):
+def _cached_attack(given, m, label: str, attack: str, imgs, ids, seed: int, batch_size: int,
+                   cache):
     from ..attacks import ATTACKS
-    from ..attacks.cache import AttackCache
-    from ..paths import results_dir
+    from ..attacks.cache import AttackCache, default_root
+    from .grid import attack_fingerprint_for
 
     atk = ATTACKS.create(attack, metric=m, seed=seed)
-    c = AttackCache(cache if cache is not None else results_dir() / "adv")
-    return c.get_or_run(atk, label, imgs, ids, seed, batch_size=batch_size)
+    c = AttackCache(cache if cache is not None else default_root())
+    return c.get_or_run(atk, label, imgs, ids, seed, batch_size=batch_size,
+                        fingerprint=attack_fingerprint_for(given, attack))
 
 
 def clean_fidelity(purifiers: Iterable[str], imgs, *, device: str = "auto", seed: int = 0,
@@ -206,7 +208,7 @@ def adaptive_comparison(metric, attack: str, purifiers: Iterable[str], imgs, *, 
     x = imgs.batch(ids).float()
     seed_everything(seed)
     # the non-adaptive images are the grid's own (notebook 03 cached them)
-    x_plain = _cached_attack(m, label, attack, imgs, ids, seed, batch_size, cache)
+    x_plain = _cached_attack(metric, m, label, attack, imgs, ids, seed, batch_size, cache)
     rows = []
     for spec in purifiers:
         dm = DefendedMetric(m, spec, eot=eot, seed=seed)
