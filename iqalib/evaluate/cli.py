@@ -24,6 +24,13 @@ class ArgumentError(IqalibError, ValueError):
     """A command-line argument that cannot work; the message says what to do."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistake answered in one line (and --help pointed at), exit status 2."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(EXIT_BAD_ARGUMENT, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _positive(kind: str):
     def parse(text: str) -> int:
         try:
@@ -72,7 +79,7 @@ def check_specs(kind: str, specs: list[str]) -> None:
 
 
 def run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m iqalib run",
         description="Run the metric x attack x defense grid into a run folder (resumable: a "
                     "rerun skips what is done) and print the paper's table. Names and presets: "
@@ -114,7 +121,7 @@ def run_parser() -> argparse.ArgumentParser:
 
 
 def _check_run_arguments(a: argparse.Namespace):
-    """Everything that can be checked before work starts; returns the opened image set."""
+    """Everything that can be checked before work starts; returns the run folder."""
     from ..device import resolve_device
     from .grid import check_writable
 
@@ -127,17 +134,18 @@ def _check_run_arguments(a: argparse.Namespace):
     if a.scheduler is not None and "://" not in a.scheduler:
         raise ArgumentError(f"--scheduler {a.scheduler!r} is not an address; give "
                             "tcp://HOST:PORT (the address a dask scheduler prints)")
-    from ..attacks.cache import default_root
-    from ..paths import results_dir
-
-    out = Path(a.out) if a.out else results_dir() / "grid"
-    check_writable(out, "run folder (--out)")
-    check_writable(Path(a.cache) if a.cache else default_root(out), "attack cache (--cache)")
     from .grid import DatasetRef
 
     images = DatasetRef(a.images, a.n, a.size).resolve()
     if not len(images):
         raise ArgumentError(f"--images {a.images!r} holds no readable images")
+    from ..attacks.cache import default_root
+    from ..paths import results_dir
+
+    # last: these create the folders
+    out = Path(a.out) if a.out else results_dir() / "grid"
+    check_writable(out, "run folder (--out)")
+    check_writable(Path(a.cache) if a.cache else default_root(out), "attack cache (--cache)")
     return out
 
 
@@ -194,7 +202,7 @@ def _print_tables(df: pd.DataFrame, *, by: str | None = None, value: str = "sroc
 
 
 def table_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m iqalib table",
         description="Summarise a run folder's results (or a parquet file) as the paper's table.")
     p.add_argument("run", help="a run folder (with results.parquet or parts/) or a parquet file")
