@@ -433,6 +433,11 @@ def diffpure_unsharp(*, unsharp: dict | None = None, seed: int = 0, **diffpure_k
                     DEFENSES.create("unsharp", **(unsharp or {}))], seed=seed)
 
 
+# what the composition needs is what its DiffPure needs (read by the weights tables)
+diffpure_unsharp.weights = DiffPure.weights
+diffpure_unsharp.optional_weights = DiffPure.optional_weights
+
+
 def sigma_of_level(t: int) -> float:
     """The FFDNet noise level ([0,1] units) the sampler asks for at timestep index ``t``."""
     abar = float(linear_schedule()[1][t])
