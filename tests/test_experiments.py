@@ -9,7 +9,7 @@ from scipy.stats import spearmanr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from iqalib.evaluate import experiments, tables
-from iqalib.evaluate.grid import TensorImages
+from iqalib.imagesets import TensorImages
 
 
 @pytest.fixture

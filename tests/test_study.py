@@ -8,7 +8,8 @@ import pytest
 
 import iqalib
 from iqalib import study
-from iqalib.evaluate.grid import TensorImages, run_grid
+from iqalib.evaluate.grid import run_grid
+from iqalib.imagesets import TensorImages
 
 
 @pytest.fixture

@@ -1,13 +1,15 @@
 """The study's tables from a hand-made tidy table with known answers (scipy as the reference)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import pearsonr, spearmanr
 
 from iqalib.evaluate import tables
-from iqalib.evaluate.store import COLUMNS, load_results
+from iqalib.evaluate.store import COLUMNS
 
 
 def _tidy() -> pd.DataFrame:
@@ -90,26 +92,14 @@ def test_pivot_and_clean_cost():
     assert (none["gain"] == 0).all()
 
 
-def test_cli_prints_tables(tmp_path, capsys):
-    df = _tidy()
-    (tmp_path / "parts").mkdir()
-    df.to_parquet(tmp_path / "parts" / "x.parquet", index=False)  # an unfinished run's parts
-    assert len(load_results(tmp_path)) == len(df)
-    rc = tables.cli([str(tmp_path), "--by", "attack", "--value", "gain", "--clean",
-                     "--csv", str(tmp_path / "t.csv")])
-    assert rc == 0
-    out = capsys.readouterr().out
-    assert "SROCC" in out and "jpeg:q50" in out and "clean-image cost" in out
-    back = pd.read_csv(tmp_path / "t.csv", index_col=0)
-    assert list(back.columns) == tables.PAPER_COLUMNS
-
-
 # --- derivations the notebooks show ---------------------------------------------------------------
 def test_attack_effect_against_direct_computation(tmp_path, toy_lower_metric, photos64):
+    from skimage.metrics import peak_signal_noise_ratio
+
     import iqalib
     from iqalib.attacks.cache import AttackCache
-    from iqalib.evaluate.grid import TensorImages, run_grid
-    from skimage.metrics import peak_signal_noise_ratio
+    from iqalib.evaluate.grid import run_grid
+    from iqalib.imagesets import TensorImages
 
     imgs = TensorImages(photos64, name="toy")
     df = run_grid([toy_lower_metric], ["ifgsm"], ["none", "flip"], imgs, progress=False,
@@ -176,8 +166,9 @@ def _diffpure_tidy() -> pd.DataFrame:
         dp["score_def_attacked"] = dp.score_attacked - undo * (dp.score_attacked - dp.score_clean)
         comp = dp.copy()
         comp["defense"], comp["defense_spec"] = "diffpure-unsharp", f"diffpure-unsharp:t{t}"
-        comp["defense_params"] = ('{"parts": [["diffpure", {"prior": "guided", "t": %d, '
-                                  '"sampler": "ddpm"}], ["unsharp", {}]]}' % t)
+        comp["defense_params"] = json.dumps({"parts": [["diffpure", {"prior": "guided", "t": t,
+                                                                     "sampler": "ddpm"}],
+                                                       ["unsharp", {}]]})
         frames += [dp, comp]
     return pd.concat([df, *frames], ignore_index=True)
 

@@ -24,10 +24,8 @@ has ``defense_spec`` / ``attack_spec`` columns, else by name. The normalised gai
 """
 from __future__ import annotations
 
-import argparse
 import json
 import typing
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -329,46 +327,12 @@ def weights_table() -> pd.DataFrame:
                                        "available", "fetch"])
 
 
-def cli(argv: list[str] | None = None) -> int:
-    """``python -m iqalib table data/results/quick [--by attack|metric --value srocc] [--csv F]``"""
-    from .store import load_results
-
-    p = argparse.ArgumentParser(prog="python -m iqalib table", description=cli.__doc__)
-    p.add_argument("run", help="a run folder (with results.parquet or parts/) or a parquet file")
-    p.add_argument("--by", choices=["attack", "metric"], default=None,
-                   help="also print a defense x attack|metric pivot of --value")
-    p.add_argument("--value", default="srocc")
-    p.add_argument("--clean", action="store_true", help="also print the clean-image cost table")
-    p.add_argument("--csv", default=None, help="write the paper table to this CSV file")
-    a = p.parse_args(argv)
-    path = Path(a.run)
-    df = pd.read_parquet(path) if path.is_file() else load_results(path)
-    if df.empty:
-        print(f"no rows in {path}")
-        return 1
-    t = paper_table(df)
-    with pd.option_context("display.width", 160, "display.max_columns", 30):
-        print(f"{len(df)} rows; {df['metric'].nunique()} metrics, {df['attack'].nunique()} attacks; "
-              "mean over metrics and attacks (Gain divides by f(clean); Gain/range by the range)")
-        print(t.round(4).to_string())
-        if a.by:
-            print(f"\n{a.value} by defense x {a.by}")
-            print(pivot(df, a.value, columns=a.by).round(4).to_string())
-        if a.clean:
-            print("\nclean-image cost: f(clean) vs f(purify(clean))")
-            print(clean_cost_table(df).round(4).to_string(index=False))
-    if a.csv:
-        t.to_csv(a.csv)
-    return 0
-
-
 __all__ = [
     "PAPER_COLUMNS",
     "add_measures",
     "attack_effect",
     "best_purifiers",
     "clean_cost_table",
-    "cli",
     "components_table",
     "declared_weights",
     "diffpure_priors",
