@@ -224,3 +224,10 @@ def test_components_and_weights_tables_follow_the_declarations():
     assert set(w.index) == set(weights.CATALOGUE)
     assert "metric linearity" in w.loc[Linearity.weights[0], "used_by"]
     assert tables.declared_weights("metric", "linearity-p1q2") == tuple(Linearity.weights)
+    # attacks and purifiers declare theirs too; DiffPure uses the guided UNet when present
+    from iqalib.defenses.diffpure import DiffPure
+
+    d = tables.components_table("defense").set_index("defense")
+    assert d.loc["diffpure", "runs offline"] and d.loc["diffpure", "checkpoints"] == "-"
+    assert d.loc["diffpure", "optional"] == ", ".join(DiffPure.optional_weights)
+    assert "defense diffpure (optional)" in w.loc[DiffPure.optional_weights[0], "used_by"]

@@ -269,26 +269,28 @@ def _registry(kind: str):
     return regs[kind]
 
 
-def declared_weights(kind: str, name: str) -> tuple[str, ...]:
+def declared_weights(kind: str, name: str, *, optional: bool = False) -> tuple[str, ...]:
     """The catalogue names (:data:`iqalib.weights.CATALOGUE`) of the checkpoints a registered
-    metric, attack or defense declares it needs: the ``weights`` of its registry factory (a
-    class such as an :class:`~iqalib.metrics.base.IQAMetric` subclass, or a function carrying
-    ``weights``), else of the class the factory function is annotated to return."""
+    metric, attack or defense declares it needs (``weights``), or with ``optional=True`` the
+    ones it uses when present (``optional_weights``: DiffPure's guided UNet). Read from its
+    registry factory (a class such as an :class:`~iqalib.metrics.base.IQAMetric` subclass, or a
+    function carrying the attribute), else from the class the factory is annotated to return."""
+    attr = "optional_weights" if optional else "weights"
     factory = _registry(kind).entry(name).factory
-    declared = getattr(factory, "weights", None)
+    declared = getattr(factory, attr, None)
     if declared is None and not isinstance(factory, type):
         try:
             returned = typing.get_type_hints(factory).get("return")
         except Exception:  # noqa: BLE001 - an unresolvable annotation declares nothing
             returned = None
-        declared = getattr(returned, "weights", None)
+        declared = getattr(returned, attr, None)
     return tuple(declared) if isinstance(declared, (tuple, list)) else ()
 
 
 def components_table(kind: str = "metric") -> pd.DataFrame:
     """Every registered ``kind`` ("metric", "attack", "defense"): its tags, the checkpoints it
-    declares, whether they are all here (so it runs without downloads) and the commands that
-    fetch the missing ones."""
+    declares it needs, whether they are all here (so it runs without downloads), the commands
+    that fetch the missing ones, and the optional checkpoints it uses when present."""
     from .. import weights
 
     rows = []
@@ -299,8 +301,10 @@ def components_table(kind: str = "metric") -> pd.DataFrame:
         rows.append({kind: name, "tags": ", ".join(reg.entry(name).tags),
                      "checkpoints": ", ".join(need) or "-",
                      "runs offline": not missing,
-                     "to enable": " ; ".join(f"make weights WEIGHTS={c}" for c in missing)})
-    return pd.DataFrame(rows, columns=[kind, "tags", "checkpoints", "runs offline", "to enable"])
+                     "to enable": " ; ".join(f"make weights WEIGHTS={c}" for c in missing),
+                     "optional": ", ".join(declared_weights(kind, name, optional=True))})
+    return pd.DataFrame(rows, columns=[kind, "tags", "checkpoints", "runs offline", "to enable",
+                                       "optional"])
 
 
 def metrics_table() -> pd.DataFrame:
@@ -310,7 +314,7 @@ def metrics_table() -> pd.DataFrame:
 
 def weights_table() -> pd.DataFrame:
     """The checkpoint catalogue (:data:`iqalib.weights.CATALOGUE`): one row per file with the
-    components that declare it (``used_by``), the catalogue's note on it, its licence, whether
+    components that declare it (``used_by``; "(optional)": used when present), the catalogue's note on it, its licence, whether
     it is here and the command that fetches it."""
     from .. import weights
 
@@ -319,6 +323,8 @@ def weights_table() -> pd.DataFrame:
         for name in _registry(kind).names():
             for ck in declared_weights(kind, name):
                 users.setdefault(ck, []).append(f"{kind} {name}")
+            for ck in declared_weights(kind, name, optional=True):
+                users.setdefault(ck, []).append(f"{kind} {name} (optional)")
     rows = [{"checkpoint": name, "file": s.filename, "used_by": ", ".join(users.get(name, [])),
              "note": s.used_by, "licence": s.licence, "available": weights.is_available(name),
              "fetch": f"make weights WEIGHTS={name}" if s.url else "manual (see catalogue)"}
