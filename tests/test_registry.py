@@ -68,3 +68,44 @@ def test_summary_is_the_first_sentence_across_lines_and_abbreviations():
         Details."""
 
     assert r.entry("z").summary == "Zhang et al. 2022, e.g. with DISTS."
+
+
+def test_unknown_keywords_get_a_did_you_mean_and_the_valid_ones(reg):
+    from iqalib.registry import UnknownKeywordError
+
+    with pytest.raises(UnknownKeywordError, match=r"Did you mean 'kernel'\? Keywords: kernel\."):
+        reg.create("blur", kernal=5)
+    with pytest.raises(TypeError):  # still a TypeError, as Python's own
+        reg.create("jpeg", qualty=5)
+    assert reg.keywords("jpeg") == ["quality"]
+
+
+def test_fingerprint_follows_settings_not_spelling(reg):
+    fp = reg.fingerprint("gaussian-blur:k5")
+    assert fp == reg.fingerprint("blur", kernel=5) == reg.fingerprint("Gaussian_Blur:k5")
+    assert fp != reg.fingerprint("blur") and fp != reg.fingerprint("blur:k7")
+    assert reg.resolved_keywords("blur:k7") == {"kernel": 7}
+
+
+def test_fingerprint_follows_the_code(tmp_path, monkeypatch):
+    """Editing a registered component's source gives another fingerprint."""
+    import importlib
+
+    src = tmp_path / "reg_component.py"
+    body = 'def make(*, level=1):\n    """A thing."""\n    return level * FACTOR\n'
+    src.write_text(body.replace("FACTOR", "2"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import reg_component
+
+    r1 = Registry("thing")
+    r1.add("thing", reg_component.make)
+    before = r1.fingerprint("thing")
+    src.write_text(body.replace("FACTOR", "3"))
+    import os
+    import time
+
+    os.utime(src, ns=(time.time_ns() + 10**9,) * 2)
+    importlib.reload(reg_component)
+    r2 = Registry("thing")
+    r2.add("thing", reg_component.make)
+    assert r2.fingerprint("thing") != before
