@@ -22,6 +22,20 @@ A short guide
     viz.line(sweep, x="t", y="abs_gain_norm", hue="purifier", logx=True, title="...", n=8)
     viz.save_figure(fig, "04_tradeoff")
 
+Rules of the house:
+
+- Pass ``n=`` (an int, "n = 8 images", or let it come from an ``image_id`` column): summaries
+  and pivots have no ``image_id``, so ``n_images(df)`` of the results table is what to pass.
+- Panels of one figure that show one measure share its scale: :func:`heatmaps` for heatmaps;
+  for bars / lines on ``ax=``, draw them with the same ``hue`` column (colours are fixed per
+  name, not per call) and ``ax.set_ylim`` from the union if the values should compare.
+- Purifiers on an axis or in a legend come in the family order; colour means family in bars and
+  scatters (a family legend is added), and family-shaded member colours + markers in lines.
+- Multi-panel figures: :func:`suptitle` (with n) and :func:`caption` (what the whiskers are).
+- Existing signatures keep working (``heatmap``, ``bar``, ``line``, ``tradeoff_scatter``,
+  ``comparison_grid``, ``save_figure``); the new keywords (``n``, ``measure``, ``vmin`` /
+  ``vmax``, ``cbar``, ``logy``, ``title``) are optional.
+
 The pieces, for figures drawn by hand:
 
 - :func:`label` a column's axis label with units (``"time_defense_s"`` -> ``"time per image
@@ -667,7 +681,6 @@ def place_labels(ax, xs: Sequence[float], ys: Sequence[float], texts: Sequence[s
                 break
         _, ann, box, radius = best
         if radius > 10:
-            ann.arrow_patch = None
             ann.remove()
             ann = ax.annotate(str(texts[i]), (xs[i], ys[i]), xytext=ann.xyann,
                               textcoords="offset points", ha=ann.get_ha(), va=ann.get_va(),
@@ -732,9 +745,15 @@ def _cmap_for(measure: str | None, cmap: str | None) -> str:
     return "viridis_r" if measure and direction(measure) == "lower" else "viridis"
 
 
+def _axis_order(name: str | None, labels: Iterable[Any]) -> list:
+    """The house order for a named axis (purifiers, attacks, metrics, "t", ...); an unnamed
+    axis keeps the order it was given in."""
+    return order(name, labels) if name is not None else list(dict.fromkeys(labels))
+
+
 def _ordered_pivot(pivot, rows: Sequence | None = None, cols: Sequence | None = None):
-    rows = rows if rows is not None else order(pivot.index.name, pivot.index)
-    cols = cols if cols is not None else order(pivot.columns.name, pivot.columns)
+    rows = rows if rows is not None else _axis_order(pivot.index.name, pivot.index)
+    cols = cols if cols is not None else _axis_order(pivot.columns.name, pivot.columns)
     return pivot.reindex(index=rows, columns=cols)
 
 
@@ -784,8 +803,8 @@ def heatmaps(pivots: Mapping[str, Any], *, title: str, measure: str | None = Non
 
     frames = list(pivots.values())
     first = frames[0]
-    rows = order(first.index.name, [i for p in frames for i in p.index])
-    cols = order(first.columns.name, [c for p in frames for c in p.columns])
+    rows = _axis_order(first.index.name, [i for p in frames for i in p.index])
+    cols = _axis_order(first.columns.name, [c for p in frames for c in p.columns])
     panels = {k: _ordered_pivot(p, rows, cols) for k, p in pivots.items()}
     values = np.concatenate([p.to_numpy(dtype=float).ravel() for p in panels.values()])
     values = values[np.isfinite(values)]
@@ -937,7 +956,7 @@ def line(data, *, x: str, y: str, hue: str | None = None, title: str, ax=None, l
     numbers = _as_numbers(raw)
     if numbers is None:
         # categories: plot them at positions in numeric order
-        cats = order(None, raw)
+        cats = order(x, raw)
         pos = {c: i for i, c in enumerate(cats)}
         d["_x"] = d[x].map(pos).astype(float)
         tick_v, tick_l = list(range(len(cats))), [str(c) for c in cats]

@@ -82,6 +82,7 @@ def lab_server(tmp_path):
                      ("JUPYTERLAB_WORKSPACES_DIR", "workspaces")):
         env[var] = str(tmp_path / sub)
     env["OMP_NUM_THREADS"] = "1"
+    env["IQALIB_FIGURES"] = str(tmp_path / "figures")      # the check leaves figures/ alone
     # no "get notified about Jupyter news?" toast and no fetch for it
     news = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
     news.mkdir(parents=True)
