@@ -196,6 +196,11 @@ def test_diffpure_sweep_orders_t_as_numbers_and_matches_the_paper_table():
         assert row["Gain/range"] == pytest.approx(pt.loc[f"diffpure:t{t}", "Gain/range"])
         assert row["SROCC"] == pytest.approx(pt.loc[f"diffpure:t{t}", "SROCC"])
     assert set(sw[sw.purifier == "diffpure-unsharp"].prior) == {"guided"}
+    # presets in numeric order in the paper table and the pivots too
+    assert [i for i in pt.index if i.startswith("diffpure:")] == ["diffpure:t5", "diffpure:t10",
+                                                                  "diffpure:t50"]
+    assert list(tables.pivot(df, "srocc").index[:3]) == ["none", "diffpure-unsharp:t5",
+                                                         "diffpure-unsharp:t10"]
     with pytest.raises(ValueError, match="no DiffPure rows"):
         tables.diffpure_sweep(_tidy())
 

@@ -25,6 +25,7 @@ has ``defense_spec`` / ``attack_spec`` columns, else by name. The normalised gai
 from __future__ import annotations
 
 import json
+import re
 import typing
 
 import numpy as np
@@ -94,10 +95,17 @@ def _is_baseline(label) -> bool:
     return is_baseline(str(label))
 
 
+def _natural(label: str) -> list:
+    """Sort key reading digit runs as numbers: ``diffpure:t5`` < ``diffpure:t10``, ``jpeg:q20``
+    < ``jpeg:q100``."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(label))]
+
+
 def _defense_order(labels) -> list[str]:
+    """The undefended baseline first, then the purifiers by name, presets in numeric order."""
     labels = list(dict.fromkeys(labels))
     base = [x for x in labels if _is_baseline(x)]
-    return base + sorted(x for x in labels if x not in base)
+    return base + sorted((x for x in labels if x not in base), key=_natural)
 
 
 def paper_table(df: pd.DataFrame) -> pd.DataFrame:
