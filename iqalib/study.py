@@ -228,22 +228,24 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     # --- beyond the paper: certified bounds (11) and the attack-unknown setting (12) -----------
     # 11: images at ``size`` (Monte-Carlo draws cost n metric calls per image); ``sweep`` is the
     # certified width vs radius and sigma, ``check`` the L2 PGD + EOT attack against the
-    # smoothed metric, ``compare_purifiers`` the empirical side at the same L2 budget. The group's
-    # settings (katiashh/certified-iqa-defenses): sigma 0.12, n 1000, alpha 0.001.
+    # smoothed metric, ``compare_purifiers`` the empirical side at the same L2 budget,
+    # ``tolerance`` the score change (x range) the certified radius is given for (the radius is
+    # chosen from the data, so it uses the DKW band, loose at small n). The group's settings
+    # (katiashh/certified-iqa-defenses): sigma 0.12, n 1000, alpha 0.001.
     "11_certified_bounds": {
         "smoke": {"n_images": 2, "size": 64, "sweep": {
             "metrics": ["effnet-iqa"], "sigmas": [0.12, 0.25], "n": 16,
             "eps": [0.0, 0.05, 0.1, 0.25, 0.5], "kinds": ["rs", "ms", "drs", "dms"]},
             "check": {"metric": "effnet-iqa", "kinds": ["rs", "ms"], "sigma": 0.25, "eps": 0.25,
                       "n_cert": 32, "n_eval": 32, "n_grad": 2, "steps": 3},
-            "compare_purifiers": ["none", "flip", "jpeg"], "alpha": 0.001, "tolerance": 0.05},
+            "compare_purifiers": ["none", "flip", "jpeg"], "alpha": 0.001, "tolerance": 0.2},
         "quick": {"n_images": 8, "size": 64, "sweep": {
             "metrics": ["effnet-iqa", "brisque"], "sigmas": [0.12, 0.25], "n": 64,
             "eps": [0.0, 0.05, 0.1, 0.25, 0.5, 1.0], "kinds": ["rs", "ms", "drs", "dms"]},
             "check": {"metric": "effnet-iqa", "kinds": ["rs", "ms"], "sigma": 0.25, "eps": 0.25,
                       "n_cert": 64, "n_eval": 64, "n_grad": 4, "steps": 8},
             "compare_purifiers": ["none", "flip", "jpeg", "gaussian-blur", "median"],
-            "alpha": 0.001, "tolerance": 0.05},
+            "alpha": 0.001, "tolerance": 0.2},
         # 20 images x 1000 draws x 2 sigmas x 3 denoisers (none, FFDNet, the guided UNet once
         # per draw) per metric: about an hour on one GPU
         "paper": {"n_images": 20, "size": None, "sweep": {
@@ -253,13 +255,13 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
             "check": {"metric": "metaiqa", "kinds": ["rs", "ms", "drs"], "sigma": 0.12,
                       "eps": 0.1, "n_cert": 1000, "n_eval": 1000, "n_grad": 16, "steps": 20},
             "compare_purifiers": ["none", "flip", "jpeg", "gaussian-blur", "median", "fcn-filter",
-                                  "diffpure-unsharp:t5"], "alpha": 0.001, "tolerance": 0.05},
+                                  "diffpure-unsharp:t5"], "alpha": 0.001, "tolerance": 0.1},
         "rehearsal": {"n_images": 2, "size": None, "sweep": {
             "metrics": list(PAPER_METRICS), "sigmas": [0.12], "n": 8,
             "eps": [0.0, 0.1, 0.5], "kinds": ["rs", "ms", "drs", "dms", "ddrs"]},
             "check": {"metric": "metaiqa", "kinds": ["rs", "ms"], "sigma": 0.12, "eps": 0.1,
                       "n_cert": 8, "n_eval": 8, "n_grad": 2, "steps": 2},
-            "compare_purifiers": ["none", "flip", "jpeg"], "alpha": 0.001, "tolerance": 0.05},
+            "compare_purifiers": ["none", "flip", "jpeg"], "alpha": 0.001, "tolerance": 0.1},
     },
     # 12: the mixed stream and the detector read the results tables' rows (03-05); ``live`` is
     # the adaptive attack that also evades the detector, run on its own small image set

@@ -14,13 +14,17 @@ def width_figure(sweep: pd.DataFrame, measure: str = "width/range"):
 
     d = sweep.assign(bound=sweep["kind"] + " (" + sweep["method"] + ")")
     d = d.groupby(["metric", "sigma", "bound", "eps"], as_index=False)[measure].mean()
+    # radii such as 0, 0.05, 0.1, 1 crowd a linear axis: evenly spaced, labelled by value
+    radii = sorted(d["eps"].unique())
+    d["step"] = d["eps"].map({e: i for i, e in enumerate(radii)})
     metrics, sigmas = sorted(d["metric"].unique()), sorted(d["sigma"].unique())
     fig, axes = plt.subplots(len(metrics), len(sigmas), squeeze=False, sharey=True,
                              figsize=(4.2 * len(sigmas) + 1.5, 3.4 * len(metrics)))
     for i, m in enumerate(metrics):
         for j, s in enumerate(sigmas):
-            viz.line(d[(d.metric == m) & (d.sigma == s)], x="eps", y=measure, hue="bound",
+            viz.line(d[(d.metric == m) & (d.sigma == s)], x="step", y=measure, hue="bound",
                      title=f"{m}, sigma {s:g}", ax=axes[i][j])
+            axes[i][j].set_xticks(range(len(radii)), [f"{e:g}" for e in radii])
             axes[i][j].set_xlabel("L2 radius eps ([0,1] units)")
             axes[i][j].set_ylabel("certified width / range")
             if (i, j) != (0, len(sigmas) - 1) and axes[i][j].get_legend() is not None:
