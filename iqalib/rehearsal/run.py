@@ -30,6 +30,7 @@ Exit status 0 only when every step passed. The work folder is deleted after a ru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import json
 import os
@@ -372,8 +373,18 @@ class Rehearsal:
         })
         return env
 
+    def checkout_untouched(self, st: Step) -> bool:
+        """Nothing under the checkout's data/, figures/ and build/ changed during the run."""
+        after = _snapshot()
+        changed = sorted(p for p in set(self.checkout) | set(after)
+                         if self.checkout.get(p) != after.get(p))
+        st.detail.append(f"{len(changed)} files changed under data/, figures/, build/ of "
+                         f"{REPO}" + (f": {changed[:10]}" if changed else ""))
+        return not changed
+
     def run(self) -> bool:
         t0 = time.perf_counter()
+        self.checkout = _snapshot()
         self.mirror.mkdir(parents=True, exist_ok=True)
         with FileServer(root=self.mirror) as srv:
             self.srv = srv
@@ -407,6 +418,12 @@ class Rehearsal:
         return self.finish(t0)
 
     def finish(self, t0: float) -> bool:
+        if not self.work.resolve().is_relative_to(REPO.resolve()):
+            self.step("the checkout's data/, figures/ and build/ untouched",
+                      self.checkout_untouched)
+        return self._report(t0)
+
+    def _report(self, t0: float) -> bool:
         ok = bool(self.steps) and all(s.ok for s in self.steps)
         report = {"ok": ok, "seconds": round(time.perf_counter() - t0, 1),
                   "peak_rss_mb": round(_peak_rss_mb(), 1), "work": str(self.work),
@@ -419,6 +436,20 @@ class Rehearsal:
         self.log(f"  total {report['seconds'] / 60:.1f} min; peak memory of one process "
                  f"{report['peak_rss_mb'] / 1024:.1f} GB; report {self.work / 'report.json'}")
         return ok
+
+
+def _snapshot() -> dict[str, tuple[int, int]]:
+    """``relative path -> (size, mtime_ns)`` of every file under the checkout's output folders."""
+    out = {}
+    for top in ("data", "figures", "build"):
+        root = REPO / top
+        if root.is_dir():
+            for p in root.rglob("*"):
+                with contextlib.suppress(OSError):
+                    if p.is_file():
+                        st = p.stat()
+                        out[str(p.relative_to(REPO))] = (st.st_size, st.st_mtime_ns)
+    return out
 
 
 def _peak_rss_mb() -> float:
