@@ -277,3 +277,11 @@ def test_width_sweep_shares_draws_and_reports_radius_and_fidelity():
     np.testing.assert_allclose(est["hoeffding"], est["cdf"])
     fid = fidelity(sweep)
     assert set(fid["kind"]) == {"rs", "ms"} and len(fid) == 3
+
+
+def test_l2_attack_refuses_bad_settings(toy_metric):
+    for kw in ({"eps": -0.1}, {"steps": 0}, {"steps": 2.5}, {"eot": 0}, {"step": 0.0},
+               {"direction": "up"}):
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            PGDL2(toy_metric, **kw)
+    assert PGDL2(toy_metric, eps=20.0).eps == 20.0  # L2 radii beyond 1 are legitimate

@@ -4,7 +4,7 @@
   binomial order statistics, Clopper-Pearson), each with its confidence level;
 - :mod:`.smoothing` :class:`SmoothedMetric` (mean / median smoothing, optionally denoised by
   FFDNet or a diffusion prior), registered as the metric ``"smoothed"`` with presets;
-- :mod:`.attack` the L2 PGD attack with EOT (``"pgd-l2"``) that checks the intervals;
+- :mod:`.attack` the L2 PGD attack with EOT (:class:`PGDL2`) that checks the intervals;
 - :mod:`.experiments` what notebook 11 runs: width vs radius and sigma, the attack check, the
   comparison with the empirical purifiers.
 
