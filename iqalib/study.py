@@ -15,8 +15,9 @@ its name to every notebook as ``PROFILE`` (``notebooks/params/<profile>.yaml`` c
   MSU group's t = 5. Meant for one GPU.
 - ``rehearsal``: the paper profile's metrics, attacks, purifiers and notebooks on 2 NIPS'17
   images with CPU-sized settings (DiffPure at t = 5 with the prior that is present, the guided
-  UNet when its weights are; a one-image t sweep), to check that the paper path runs end to end (with stand-in
-  checkpoints, say) before a GPU is spent on it. Its numbers mean nothing.
+  UNet when its weights are, on one attack per metric; a one-image t sweep), to check that the
+  paper path runs end to end (with stand-in checkpoints, say) before a GPU is spent on it. Its
+  numbers mean nothing.
 
 This module is plain data plus small accessors and imports nothing heavy (registry look-ups
 and the results store are imported inside the functions that need them):
@@ -173,7 +174,10 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
                             "t": [5, 10, 20, 50]}},
         "paper": {"sweep": {"metric": "linearity", "attack": "ifgsm", "n_images": 1000,
                             "t": [5, 10, 20, 30, 50, 100, 150]}},
-        "rehearsal": {"sweep": {"metric": "linearity", "attack": "ifgsm", "n_images": 1,
+        # the guided UNet costs tens of seconds per image and step on a CPU: the rehearsal's
+        # DiffPure grid runs one attack per metric (the same code path as ten)
+        "rehearsal": {"attacks": {m: ["ifgsm"] for m in PAPER_METRICS},
+                      "sweep": {"metric": "linearity", "attack": "ifgsm", "n_images": 1,
                                 "t": [5]}},
     },
     # --- 06: the FCN filter (iqalib.training.fcn_filter.train_like_authors). ``train``: the metric
@@ -193,7 +197,12 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     # --- end 06
     "07_results_tables": {p: {} for p in PROFILES},
     # purify(clean) vs clean: every purifier of the results tables (DiffPure at the grid's t)
-    "08_clean_images": {p: {} for p in PROFILES},
+    # except those in ``fidelity_exclude``
+    "08_clean_images": {
+        **{p: {"fidelity_exclude": []} for p in ("smoke", "quick", "paper")},
+        # the guided UNet on a CPU: minutes per image
+        "rehearsal": {"fidelity_exclude": list(DIFFUSION_PURIFIERS)},
+    },
     # BPDA / EOT through the best purifiers of notebook 07 (``top_k`` by SROCC), or ``fallback``
     "09_adaptive_attacks": {
         "smoke": {"adaptive": {"metric": "effnet-iqa", "attack": "ifgsm", "from_results": False,
@@ -223,7 +232,7 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "paper": {"compare": {"metric": "metaiqa", "attacks": list(PAPER_ATTACKS),
                               "defenses": ["identity", *PAPER_PURIFIERS]}},
         "rehearsal": {"compare": {"metric": "metaiqa", "attacks": ["ifgsm", "advcf"],
-                                  "defenses": ["identity", "flip", "jpeg", "diffpure:t5"]}},
+                                  "defenses": ["identity", "flip", "jpeg"]}},
     },
     # --- beyond the paper: certified bounds (11) and the attack-unknown setting (12) -----------
     # 11: images at ``size`` (Monte-Carlo draws cost n metric calls per image); ``sweep`` is the
