@@ -54,6 +54,9 @@ UNIVERSAL_ATTACKS = ["uap", "cumulative-uap", "generative-uap"]
 BASELINE_PURIFIERS = ["resize", "upscale-nearest", "upscale-bilinear", "upscale-bicubic", "flip",
                       "rotate", "random-crop", "gaussian-blur", "median", "jpeg", "unsharp",
                       "fcn-filter", "mprnet", "realesrgan"]
+#: notebook 04's purifiers where notebook 06 trains the FCN filter as the authors did and puts
+#: that filter in the grid (paper, rehearsal): one "fcn-filter" row, the trained one
+_BASELINES_WITHOUT_FCN = [p for p in BASELINE_PURIFIERS if p != "fcn-filter"]
 #: the diffusion purifiers (notebook 05: their grid at the profile's t, and the t sweep)
 DIFFUSION_PURIFIERS = ["diffpure", "diffpure-unsharp"]
 #: all sixteen purifiers of the study
@@ -65,9 +68,10 @@ PAPER_DIFFPURE_T = 5
 PAPER_FLIP_ROW = {"Q": 0.158, "Gain": 0.077, "PSNR": 12.402, "SSIM": 0.162, "SROCC": 0.728}
 
 #: the run folders (first path part below :func:`results_root`) whose rows make the results
-#: tables: the same metric x attack x image grid for every purifier. Runs on a subset (the
-#: quickstart, DiffPure's t sweep) stay out, so a row of a table always means the same grid.
-RESULT_RUNS = ["03_attacks", "04_baseline_purifiers", "05_diffpure"]
+#: tables: the same metrics and attacks for every purifier, on the profile's images (the FCN
+#: filter of notebook 06 on those it did not train on). Runs on a subset (the quickstart,
+#: DiffPure's t sweep) stay out, so a row of a table always means the same grid.
+RESULT_RUNS = ["03_attacks", "04_baseline_purifiers", "05_diffpure", "06_fcn_filter"]
 
 
 def diffusion_specs(t: int) -> list[str]:
@@ -77,7 +81,8 @@ def diffusion_specs(t: int) -> list[str]:
 
 # --- what every notebook of a profile shares ---------------------------------------------------
 #: profile -> shared settings. ``attacks`` maps each metric to the attacks run on it;
-#: ``purifiers`` are notebook 04's, ``diffusion_t`` is DiffPure's t in notebook 05's grid;
+#: ``purifiers`` are notebook 04's (the FCN filter is notebook 06's where it trains it),
+#: ``diffusion_t`` is DiffPure's t in notebook 05's grid;
 #: ``size`` (None: the images' own) resizes and centre-crops every image.
 PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -105,7 +110,7 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
         "dataset": "nips17", "n_images": 1000, "size": None,
         "metrics": list(PAPER_METRICS),
         "attacks": {m: list(PAPER_ATTACKS) for m in PAPER_METRICS},
-        "purifiers": list(BASELINE_PURIFIERS),
+        "purifiers": list(_BASELINES_WITHOUT_FCN),
         "diffusion_t": PAPER_DIFFPURE_T,
         "batch_size": 8,
     },
@@ -113,7 +118,7 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
         "dataset": "nips17", "n_images": 2, "size": None,
         "metrics": list(PAPER_METRICS),
         "attacks": {m: list(PAPER_ATTACKS) for m in PAPER_METRICS},
-        "purifiers": list(BASELINE_PURIFIERS),
+        "purifiers": list(_BASELINES_WITHOUT_FCN),
         # the smallest t with a registry preset; each step is one call of the guided UNet per
         # image, about ten seconds on a CPU
         "diffusion_t": 5,

@@ -50,7 +50,10 @@ def test_profiles_follow_the_study():
     assert paper["dataset"] == "nips17" and paper["n_images"] == 1000
     assert paper["metrics"] == ["linearity", "metaiqa", "spaq"]
     assert all(len(set(paper["attacks"][m])) == 10 for m in paper["metrics"])
-    assert len(set(paper["purifiers"] + study.DIFFUSION_PURIFIERS)) == 16
+    # the sixteen: 04's, 05's DiffPure pair and 06's FCN filter (trained there, as the authors did)
+    assert study.settings("paper", "06_fcn_filter")["grid_filter"] == "trained"
+    assert sorted(paper["purifiers"] + study.DIFFUSION_PURIFIERS + ["fcn-filter"]) == sorted(
+        study.PAPER_PURIFIERS)
     # the MSU group's DiffPure default, t = 5 (adversarial-defenses-for-iqa, diffpure/run.py)
     assert paper["diffusion"] == ["diffpure:t5", "diffpure-unsharp:t5"]
     assert quick["attacks"]["effnet-iqa"] == study.PAPER_ATTACKS
