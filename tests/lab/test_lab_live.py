@@ -244,6 +244,9 @@ def test_notebook_10_live_in_jupyterlab(lab_server, browser):
     print(f"\nwidgets after {t_widgets:.1f} s, all cells after {ran_all:.1f} s; redraw in the "
           f"browser: " + ", ".join(f"{k} {v:.2f} s" for k, v in redraws.items())
           + f"; kernel status line: {status!r}; console messages by level: {levels}")
+    distinct = sorted({e["message"][:160] for e in logs if e["level"] == "WARNING"})
+    print(f"distinct console warnings (first 5 of {len(distinct)}):\n  "
+          + "\n  ".join(distinct[:5]))
     assert not errors, "JavaScript errors:\n" + "\n".join(e["message"] for e in errors)
     # the app really redrew (not only a cached image): it says how long the redraw took
     assert "drawn in" in status
