@@ -75,7 +75,7 @@ class Rehearsal:
     """One rehearsal in ``work`` (see the module docstring)."""
 
     def __init__(self, work: Path, *, n_photos: int = 8, notebooks: list[str] | None = None,
-                 skip_notebooks: bool = False, nb_timeout: int = 7200, seed: int = 0):
+                 skip_notebooks: bool = False, nb_timeout: int | None = None, seed: int = 0):
         self.work = work
         self.mirror = work / "mirror"
         self.data = work / "data"
@@ -113,7 +113,7 @@ class Rehearsal:
         return st
 
     def run_cmd(self, args: list[str], log_name: str, *, env: dict | None = None,
-                timeout: int = 7200) -> subprocess.CompletedProcess:
+                timeout: int | None = None) -> subprocess.CompletedProcess:
         """Run a command with the rehearsal's environment; its output goes to a log file."""
         log = self.work / "logs" / f"{log_name}.log"
         with open(log, "w") as fh:
@@ -476,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="only these notebooks (name prefixes or globs, e.g. 00 03_*)")
     ap.add_argument("--skip-notebooks", action="store_true",
                     help="stop after make weights / make data")
-    ap.add_argument("--notebook-timeout", type=int, default=7200, help="seconds per notebook")
+    ap.add_argument("--notebook-timeout", type=int, default=None,
+                    help="seconds per notebook (default: none, as `make reproduce`)")
     args = ap.parse_args(argv)
     if not 2 <= args.photos <= 8:
         print("--photos must be between 2 and 8", file=sys.stderr)
@@ -485,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(tempfile.mkdtemp(prefix="iqalib-rehearsal-"))
     work.mkdir(parents=True, exist_ok=True)
     r = Rehearsal(work, n_photos=args.photos, notebooks=args.notebooks,
-                  skip_notebooks=args.skip_notebooks, nb_timeout=args.notebook_timeout)
+                  skip_notebooks=args.skip_notebooks, nb_timeout=args.notebook_timeout or None)
     ok = r.run()
     if ok and not args.keep and not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
