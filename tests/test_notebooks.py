@@ -28,6 +28,19 @@ def test_committed_clean(nb):
     assert problems(nb) == []
 
 
+def test_params_files_only_name_the_profile():
+    """What a profile runs lives in iqalib.study; a params file that set sizes (N_IMAGES) would
+    override every notebook's profile settings at once."""
+    from iqalib import study
+
+    files = {p.stem: p for p in (ROOT / "notebooks/params").glob("*.yaml")}
+    assert set(files) == set(study.PROFILES)
+    for name, path in files.items():
+        params = yaml.safe_load(path.read_text())
+        assert params["PROFILE"] == name
+        assert set(params) <= {"PROFILE", "SEED", "DEVICE", "INTERACTIVE"}, path.name
+
+
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
     root = tmp_path_factory.mktemp("workbook")
