@@ -4,9 +4,11 @@ A cached result may be reused only when everything that produced it is the same.
 of things enter a key:
 
 - **code**: :func:`code_digest` hashes the source of a class (every class of its MRO outside
-  the standard library, with the modules that define them) or a function (and its module).
-  Classes from installed third-party packages count by the package's version instead.
-  Editing a metric, purifier or attack (or the base classes it inherits) changes the digest.
+  the standard library, with the modules that define them) or a function (and its module),
+  and the code objects in memory (:func:`live_code_digest`: an edited file that was not
+  reloaded still runs the old code). Classes from installed third-party packages count by the
+  package's version instead. Editing a metric, purifier or attack (or the base classes it
+  inherits) changes the digest.
 - **state**: :func:`state_digest` hashes an object's settings and tensors canonically (the
   same object gives the same digest in every process, unlike pickled bytes, which carry
   per-process ids for classes pickled by value): ``nn.Module`` parameters and buffers by
@@ -103,6 +105,38 @@ def _object_source(obj: Any) -> str:
         return ""
 
 
+def _code_object_digest(code: types.CodeType) -> list:
+    """The parts of a code object that define its behaviour (bytecode, names, constants;
+    nested functions recursively), in a form that is the same in every process."""
+    consts = []
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            consts.append(_code_object_digest(c))
+        elif isinstance(c, frozenset):
+            consts.append(sorted(repr(v) for v in c))
+        else:
+            consts.append(repr(c))
+    return [code.co_code.hex(), list(code.co_names), list(code.co_varnames),
+            list(code.co_freevars), consts]
+
+
+def live_code_digest(obj: Any) -> str:
+    """Digest of the code *in memory* of a function or of a class's own methods: the source on
+    disk may have been edited without the module being reloaded (a notebook), and then the
+    key must still describe the code that runs."""
+    funcs = []
+    if isinstance(obj, type):
+        for name, value in sorted(vars(obj).items()):
+            for f in (value, getattr(value, "__func__", None), getattr(value, "fget", None),
+                      getattr(value, "fset", None)):
+                if isinstance(f, types.FunctionType):
+                    funcs.append((name, _code_object_digest(f.__code__)))
+                    break
+    elif isinstance(obj, types.FunctionType):
+        funcs.append((obj.__qualname__, _code_object_digest(obj.__code__)))
+    return sha(json.dumps(funcs, sort_keys=True))
+
+
 def code_digest(obj: Any) -> str:
     """Digest of the code behind a class, function or instance (see the module docstring)."""
     if not isinstance(obj, (type, types.FunctionType, types.MethodType,
@@ -125,7 +159,8 @@ def code_digest(obj: Any) -> str:
         digest = module_digest(mod)
         if digest.endswith(":nosource"):  # a class defined in a notebook cell or a REPL
             digest = hashlib.sha256(_object_source(c).encode()).hexdigest()[:24]
-        parts.append(f"{mod.__name__}.{getattr(c, '__qualname__', c)}:{digest}")
+        parts.append(f"{mod.__name__}.{getattr(c, '__qualname__', c)}:{digest}:"
+                     f"{live_code_digest(c) if _own_code(mod) else ''}")
         modules[mod.__name__] = mod
     # the project modules these modules use (a purifier's network, a shared helper): one level
     for name in sorted(_used_modules(modules.values()) - set(modules)):

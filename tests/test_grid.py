@@ -444,12 +444,18 @@ def test_editing_a_component_recomputes_its_rows(tmp_path, toy_metric, photos64,
     first = run_grid([toy_metric], [toys.SignAttack], [user_purifier.Darken()], photos64[:1], **kw)
     module.write_text(source.replace("FACTOR", "0.9"))
     os.utime(module, ns=(time.time_ns() + 10**9,) * 2)  # a later mtime, even on coarse clocks
+    # edited on disk, not reloaded (a notebook): the old code still runs, and its rows must not
+    # be filed under the new code's key
+    stale = run_grid([toy_metric], [toys.SignAttack], [user_purifier.Darken()], photos64[:1], **kw)
+    np.testing.assert_allclose(stale["score_def_clean"], first["score_def_clean"])
     importlib.reload(user_purifier)
     second = run_grid([toy_metric], [toys.SignAttack], [user_purifier.Darken()], photos64[:1], **kw)
     with torch.no_grad():
         expect = toy_metric(photos64[:1] * 0.9).double().numpy()
     np.testing.assert_allclose(second["score_def_clean"], expect, rtol=1e-6)
     assert not np.allclose(first["score_def_clean"], second["score_def_clean"])
+    # the folder's table holds the latest rows of each row key
+    pd.testing.assert_frame_equal(load_results(tmp_path / "out"), second)
 
 
 def test_default_attack_cache_lives_beside_an_outside_run_folder(tmp_path, toy_metric, photos64):
@@ -490,3 +496,16 @@ def test_a_bad_image_costs_that_image_only(tmp_path, toy_metric, photos64):
                   cache=tmp_path / "adv", chunk_size=3, progress=False)
     assert sorted(df["image_id"]) == ["img0000", "img0002"]
     assert any("img0001" in line and "NaN" in line for line in df.attrs["failures"])
+
+
+def test_a_failure_of_an_older_version_of_a_task_is_dropped(tmp_path, toy_metric, photos64):
+    """When a purifier that failed is fixed (other code: another key), its old failure record
+    must not keep reporting it as skipped."""
+    from iqalib.evaluate import store
+
+    kw = dict(out=tmp_path / "out", cache=tmp_path / "adv", progress=False, chunk_size=3)
+    run_grid([toy_metric], [toys.SignAttack], [toys.BrokenDefense()], photos64, **kw)
+    assert (store.skipped(tmp_path)["what"] == "toy-broken").any()
+    fixed = type("BrokenDefense", (toys.FlipDefense,), {"name": "toy-broken"})  # same label
+    df = run_grid([toy_metric], [toys.SignAttack], [fixed()], photos64, **kw)
+    assert len(df) == 3 and store.skipped(tmp_path).empty

@@ -476,6 +476,16 @@ class Unit:
     def metric(self) -> Component:
         return self.metrics[0]
 
+    @property
+    def label(self) -> str:
+        """The task as a person names it (components as given, images, seed): two runs of
+        the same task whose code or weights changed share it, and the newer run's failure
+        record replaces the older one's."""
+        return "|".join([self.kind, ",".join(m.label for m in self.metrics),
+                         self.attack.label if self.attack else "",
+                         ",".join(sorted(d.label for d in self.defenses)),
+                         self.dataset, ",".join(self.chunk.ids), str(self.seed)])
+
 
 def _key(kind: str, *parts) -> str:
     return sha("task", kind, *parts)
@@ -530,7 +540,7 @@ def _finish(unit: Unit, failures: list, retry: list, *, wrote: bool, is_retry: b
     notes = [(f"image {i}", why) for i, why in bad_images]
     if failures or notes or retry:
         store.record_failure(unit.out, unit.key, [*failures, *notes], retry=sorted(set(retry)),
-                             kind=unit.kind, **extra)
+                             kind=unit.kind, label=unit.label, **extra)
     else:
         store.clear_failure(unit.out, unit.key)
     if failures and not wrote and not is_retry:
@@ -689,7 +699,7 @@ def run_rows(unit: Unit, strict: bool = False) -> dict:
             raise exc
         store.record_failure(unit.out, unit.key, [(label, _describe(exc))],
                              retry=[d.fingerprint for d in defenses], whole=not is_retry,
-                             kind="rows", traceback=traceback.format_exc())
+                             kind="rows", label=unit.label, traceback=traceback.format_exc())
         return _status(unit, "failed", failures=[(label, _describe(exc))])
 
     try:
@@ -1060,6 +1070,7 @@ def run_grid(metrics, attacks, defenses, images, *, seed: int = 0, batch_size: i
     finally:
         bar.close()
 
+    _drop_superseded_failures(out, units)
     keys = {u.key for u in rows_units}
     parts = store.part_frames(out)
     df = store.select(parts, keys)
@@ -1071,6 +1082,17 @@ def run_grid(metrics, attacks, defenses, images, *, seed: int = 0, batch_size: i
     if summary and progress:
         print("\n".join(summary), file=sys.stderr)
     return df
+
+
+def _drop_superseded_failures(out: Path, units: Sequence[Unit]) -> None:
+    """Failure records of an earlier version of a task of this run (same label, other key:
+    its code, weights or settings changed since) no longer say anything: remove them."""
+    current = {u.label: u.key for u in units}
+    for f in sorted(store.failures_dir(out).glob("*.json")):
+        rec = store.read_failure(out, f.stem) or {}
+        key = current.get(rec.get("label"))
+        if key is not None and key != f.stem:
+            f.unlink(missing_ok=True)
 
 
 def summarise_failures(results: Sequence[dict]) -> list[str]:

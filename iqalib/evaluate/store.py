@@ -109,7 +109,7 @@ def empty_table() -> pd.DataFrame:
 
 
 def tidy(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per :data:`ROW_KEY` (the last written wins), sorted by it."""
+    """One row per :data:`ROW_KEY` (the last one in ``df`` wins), sorted by it."""
     if df.empty:
         return empty_table()
     if "image_sha" not in df.columns:  # tables written before content keys
@@ -119,8 +119,16 @@ def tidy(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def part_frames(out) -> dict[str, pd.DataFrame]:
-    """Every part file of a run folder, read once, by file name."""
-    return {f.name: pd.read_parquet(f) for f in sorted(parts_dir(out).glob("*.parquet"))}
+    """Every part file of a run folder, read once, by file name, oldest first: where two parts
+    hold the same row key (a component edited between two runs into one folder) the newer
+    rows win in :func:`select`."""
+    files = []
+    for f in parts_dir(out).glob("*.parquet"):
+        try:
+            files.append((f.stat().st_mtime_ns, f.name, f))
+        except FileNotFoundError:  # replaced by another writer meanwhile
+            continue
+    return {name: pd.read_parquet(f) for _, name, f in sorted(files)}
 
 
 def select(parts: dict[str, pd.DataFrame], keys: set[str] | None = None) -> pd.DataFrame:
