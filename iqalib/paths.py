@@ -1,7 +1,8 @@
 """Where iqalib keeps data, weights, caches, results and figures.
 
 Inside a checkout the project's own ``data/`` and ``figures/`` folders are used; an installed
-package falls back to ``~/.cache/iqalib``. Environment variables override each location:
+package falls back to the user's cache directory, ``$XDG_CACHE_HOME/iqalib`` (default
+``~/.cache/iqalib``). Environment variables override each location:
 ``IQALIB_DATA``, ``IQALIB_WEIGHTS``, ``IQALIB_CACHE``, ``IQALIB_RESULTS``, ``IQALIB_FIGURES``.
 """
 from __future__ import annotations
@@ -13,8 +14,14 @@ _PKG = Path(__file__).resolve().parent
 _CHECKOUT = _PKG.parent if (_PKG.parent / "pyproject.toml").exists() else None
 
 
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/iqalib`` (``~/.cache/iqalib`` when unset): an installed package's home."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "iqalib"
+
+
 def _base() -> Path:
-    return _CHECKOUT if _CHECKOUT is not None else Path.home() / ".cache" / "iqalib"
+    return _CHECKOUT if _CHECKOUT is not None else user_cache_dir()
 
 
 def data_dir() -> Path:
