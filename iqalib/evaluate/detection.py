@@ -361,8 +361,12 @@ def stream_figure(stream: pd.DataFrame, *, hue: str = "defense",
     for ax, m in zip(axes[0], measures):
         viz.line(mean, x="p", y=m, hue=hue, ax=ax, title=m, n=n)
         ax.set_xlabel("fraction of the stream attacked (p)")
-        if ax is not axes[0][-1] and ax.get_legend() is not None:
-            ax.get_legend().remove()
+        if ax.get_legend() is not None:
+            if ax is axes[0][-1]:  # one legend, beside the panels rather than over the lines
+                ax.legend(*ax.get_legend_handles_labels(), loc="upper left",
+                          bbox_to_anchor=(1.02, 1.0), fontsize=7, title=hue)
+            else:
+                ax.get_legend().remove()
     if title:
         viz.suptitle(fig, title)
     fig.tight_layout()
