@@ -20,8 +20,9 @@ Two ways to stay inside the ball (``projection=``):
 The two agree until a pixel saturates at 0 or 1: there ``p`` keeps the part of the step the
 clip removed, ``"image"`` forgets it.
 
-The loops run without host synchronisation: every update is an in-place tensor operation and
-no value is read back to Python until the attack ends.
+The loops add no host synchronisation of their own (every update is an in-place tensor
+operation; nothing is read back to Python until the attack ends); a metric's own input check
+in its ``forward`` may still read values back.
 """
 from __future__ import annotations
 
