@@ -129,7 +129,7 @@ def test_radius_matches_the_interval_width():
         assert (r > 0).all()
         method = "hoeffding" if smoothing == "mean" else "dkw"
 
-        def width(e):
+        def width(e, smoothing=smoothing, method=method):
             lo, hi = bounds.certified_interval(s, e, 0.25, smoothing=smoothing, lo=0.0, hi=1.0,
                                                method=method, paired=True)
             return (hi - lo)[:, 0]

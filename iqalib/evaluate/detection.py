@@ -65,7 +65,7 @@ def _attacked_masks(n: int, fractions: Sequence[float], n_draws: int, seed: int)
     for i, p in enumerate(fractions):
         if not 0 <= p <= 1:
             raise ValueError(f"fractions must be in [0, 1], got {p}")
-        k = int(round(p * n))
+        k = round(p * n)
         order = np.argsort(rng.random((n_draws, n)), axis=1)
         out[i] = order < k
     return out

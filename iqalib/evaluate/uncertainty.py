@@ -121,14 +121,14 @@ def _group_draws(layout: _Groups, idx: np.ndarray) -> dict[str, np.ndarray]:
     resampled image indices ``[B, N]``."""
     b = idx.shape[0]
     out = {k: np.empty((b, len(layout.keys))) for k in CI_MEASURES}
-    for gi in range(len(layout.keys)):
-        def take(col):
-            return layout.values[col][gi][idx].reshape(b, -1)   # [B, N * r]
+    def take(col: str, gi: int) -> np.ndarray:
+        return layout.values[col][gi][idx].reshape(b, -1)   # [B, N * r]
 
+    for gi in range(len(layout.keys)):
         for k, (col, stat) in CI_MEASURES.items():
             if stat == "mean":
-                out[k][:, gi] = _nanmean_rows(take(col))
-        sc, sda = take("score_clean"), take("score_def_attacked")
+                out[k][:, gi] = _nanmean_rows(take(col, gi))
+        sc, sda = take("score_clean", gi), take("score_def_attacked", gi)
         absent = np.isnan(sc)
         out["srocc"][:, gi] = _row_spearman(np.where(absent, np.nan, sc),
                                             np.where(absent, np.nan, sda))
@@ -318,6 +318,6 @@ def ci_errorbars(table: pd.DataFrame, measure: str = "SROCC", *, ax=None, title:
     return fig
 
 
-__all__ = ["BootstrapTable", "CI_MEASURES", "LOWER_IS_BETTER", "PAPER_NAMES",
+__all__ = ["CI_MEASURES", "LOWER_IS_BETTER", "PAPER_NAMES", "BootstrapTable",
            "bootstrap_paper_table", "ci_errorbars", "compare_purifiers", "paper_table_ci",
            "summary_ci"]
