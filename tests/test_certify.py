@@ -225,6 +225,8 @@ def test_smoothed_metric_registry_presets_and_contract(toy_metric, photos64):
     with torch.no_grad():
         a, b = m(x), m(x)
     assert a.shape == (2,) and torch.equal(a, b)  # seeded draws: a deterministic score
+    with torch.no_grad():  # ... of each image, whatever batch it comes in
+        assert torch.allclose(m(x[1:2]), a[1:2]) and torch.allclose(m(x.flip(0)), a.flip(0))
     xg = x.clone().requires_grad_(True)
     m(xg).sum().backward()
     assert torch.isfinite(xg.grad).all() and xg.grad.abs().sum() > 0

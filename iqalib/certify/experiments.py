@@ -89,10 +89,9 @@ def width_sweep(metric, images, *, sigmas: Sequence[float] = (0.12, 0.25),
         for denoiser, ks in by_denoiser.items():
             sm = SmoothedMetric(m, sigma=sigma, denoiser=denoiser, n=n, batch_size=batch_size,
                                 seed=seed)
-            gen = torch.Generator(device=m.device).manual_seed(seed + 1)
             t0 = time.perf_counter()
             with torch.no_grad():
-                draws = sm.sample(x.to(m.device), n, generator=gen)
+                draws = sm.sample(x.to(m.device), n, seed=seed + 1)
             t_img = (time.perf_counter() - t0) / x.shape[0]
             if base is None:
                 base = run.score(m, x, batch_size=batch_size)
@@ -163,9 +162,8 @@ def attack_check(metric, images, *, kinds: Sequence[str] = ("rs", "ms"), sigma: 
         for direction in ("raise", "lower"):
             x_adv, t_att = _attack(PGDL2(sm, eps=eps, steps=steps, direction=direction,
                                          seed=seed), x, attack_batch)
-            gen = torch.Generator(device=m.device).manual_seed(seed + 3)
             with torch.no_grad():
-                draws = sm.sample(x_adv, n_eval, generator=gen).double().cpu()
+                draws = sm.sample(x_adv, n_eval, seed=seed + 3).double().cpu()
             adv = sm.reduce(draws).numpy()
             if smoothing == "mean":
                 ci_lo, ci_hi = B.hoeffding_interval(draws.numpy(), *sm.bounds, alpha=alpha)

@@ -20,7 +20,7 @@ image units, where
   FFDNet at the matching level), or any :class:`~iqalib.defenses.base.Defense`.
 
 As a metric (``forward``) the smoothed score is a Monte-Carlo estimate from ``n`` draws seeded by
-``seed`` (the same input always gives the same score). When the input requires a gradient (an
+``seed`` per image (the same image always gives the same score, in any batch). When the input requires a gradient (an
 attack), each call instead draws ``n_grad`` fresh samples from the global generator, so a
 gradient attack follows the expectation over the noise (EOT). :meth:`SmoothedMetric.certify`
 draws its own ``n`` samples and returns certified intervals from :mod:`iqalib.certify.bounds`.
@@ -267,11 +267,24 @@ class SmoothedMetric(IQAMetric):
             z = self.denoiser(z)
         return self.metric(z).clamp(*self.bounds)
 
-    def sample(self, x: Tensor, n: int | None = None, *,
+    def sample(self, x: Tensor, n: int | None = None, *, seed: int | None = None,
                generator: torch.Generator | None = None) -> Tensor:
-        """``[B, n]`` draws of the clamped base score at ``x + delta``. Differentiable when
-        gradients are enabled; ``generator`` (else the global one) draws the noise."""
+        """``[B, n]`` draws of the clamped base score at ``x + delta``; differentiable when
+        gradients are enabled.
+
+        ``seed``: every image draws its noise from its own generator seeded ``seed``, so an
+        image's draws do not depend on the batch it comes in (the smoothed score is a function
+        of the image). Otherwise ``generator`` (else the global one) draws the batch's noise.
+        """
         n = self.n if n is None else int(n)
+        if seed is not None:
+            if generator is not None:
+                raise ValueError("give a seed or a generator, not both")
+            return torch.cat([self._draws(x[i:i + 1], n, torch.Generator(
+                device=x.device).manual_seed(int(seed))) for i in range(x.shape[0])])
+        return self._draws(x, n, generator)
+
+    def _draws(self, x: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
         b = x.shape[0]
         total = b * n
         # image i's draws are rows i*n .. i*n + n - 1
@@ -294,8 +307,7 @@ class SmoothedMetric(IQAMetric):
     def forward(self, x: Tensor) -> Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
             return self.reduce(self.sample(x, self.n_grad))
-        gen = torch.Generator(device=x.device).manual_seed(self.seed)
-        return self.reduce(self.sample(x, self.n, generator=gen))
+        return self.reduce(self.sample(x, self.n, seed=self.seed))
 
     # -- certification ------------------------------------------------------------------
     @torch.no_grad()
@@ -303,17 +315,15 @@ class SmoothedMetric(IQAMetric):
                 method: str | None = None, seed: int | None = None) -> Certificate:
         """Certified intervals for a batch at the radii ``eps`` (L2, [0,1] image units).
 
-        Draws ``n`` (default: the metric's ``n``) fresh samples per image with a generator
-        seeded ``seed`` (default: the metric's seed + 1, so they are independent of the
-        scoring draws), then :func:`~iqalib.certify.bounds.certified_interval` with ``method``
+        Draws ``n`` (default: the metric's ``n``) fresh samples per image, seeded ``seed``
+        (default: the metric's seed + 1, so they are independent of the scoring draws), then :func:`~iqalib.certify.bounds.certified_interval` with ``method``
         (mean: ``"hoeffding"`` default or ``"cdf"``; median: ``"binomial"`` default or ``"dkw"``).
         """
         check_batch(x)
         x = x.to(self.metric.device)
         n = self.n if n is None else int(n)
-        gen = torch.Generator(device=x.device).manual_seed(self.seed + 1 if seed is None else seed)
         t0 = time.perf_counter()
-        draws = self.sample(x, n, generator=gen)
+        draws = self.sample(x, n, seed=self.seed + 1 if seed is None else seed)
         elapsed = time.perf_counter() - t0
         base = torch.cat([self.metric(x[i:i + self.batch_size])
                           for i in range(0, x.shape[0], self.batch_size)])
