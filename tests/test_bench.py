@@ -21,10 +21,14 @@ def test_time_pair_alternates_and_warms_up():
     assert calls == ["a", "b"] * 4
 
 
-def test_timeit_budget_stops_repeating_early():
+def test_budgets_stop_repeating_early():
     calls = []
     timeit(lambda: calls.append(1), repeats=50, warmup=0, budget_s=0.0)
     assert len(calls) == 1
+    calls = []
+    time_pair(lambda: calls.append("a"), lambda: calls.append("b"), repeats=50, warmup=0,
+              budget_s=0.0)
+    assert calls == ["a", "b"]
 
 
 # -- counting -------------------------------------------------------------------------------
@@ -148,3 +152,15 @@ def test_component_timer_runs_on_the_cpu():
     assert t.seconds > 0 and t.batch == 1 and "timed in" in t.note
     t = timer.time("sampler_step")
     assert t.seconds >= 0
+
+
+def test_paper_fcn_filter_trains_on_the_authors_split(paper_work):
+    from iqalib.training.fcn_filter import authors_split
+
+    s = study.settings("paper", "06_fcn_filter")
+    train, held_out = authors_split([f"{i:04d}" for i in range(s["n_images"])])
+    stage = plan.by_stage(paper_work)["06 FCN filter"]
+    assert stage["fcn_train"] == s["train"]["epochs"] * len(train)
+    # model selection every epoch, then the results grid on the held-out images
+    grid = sum(len(held_out) * (1 + len(s["attacks"][m])) for m in s["metrics"])
+    assert stage["purify:fcn-filter"] == s["train"]["epochs"] * len(held_out) + grid

@@ -29,12 +29,6 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 
-#: the purifiers notebook 06 compares with the FCN filter on the held-out images when
-#: :mod:`iqalib.study` does not list them (the notebook's own list)
-FCN_COMPARED = ["identity", "flip", "jpeg", "gaussian-blur", "median", "unsharp",
-                "upscale-bicubic", "rotate", "mprnet", "realesrgan", "diffpure+unsharp"]
-
-
 @dataclass(frozen=True)
 class Work:
     """``count`` runs of ``component`` (per image) in ``stage``."""
@@ -122,7 +116,7 @@ def specs_needed(profile: str) -> dict[str, list[str]]:
     purifiers += [f"{p}:t{t}" for t in sweep.get("t", []) for p in ("diffpure", "diffpure-unsharp")]
     ad = _settings(profile, "09_adaptive_attacks").get("adaptive", {})
     purifiers += list(ad.get("purifiers") or ad.get("fallback") or [])
-    purifiers += [p for p in FCN_COMPARED if p != "identity"] + ["fcn-filter"]
+    purifiers.append("fcn-filter")
     attacks = list(s["all_attacks"]) + [a for a in (sweep.get("attack"), ad.get("attack"), "advcf")
                                         if a]
     return {"attacks": list(dict.fromkeys(attacks)), "purifiers": list(dict.fromkeys(purifiers))}
@@ -178,10 +172,13 @@ def workload(profile: str, attack_calls: dict[str, dict[str, float]],
     # 06: AdvCF on the images, FCN training, then every purifier on the held-out third
     w += _fcn_work(profile, n, attack_calls, purifiers)
 
-    # 08: purify(clean) for PSNR / SSIM: every purifier of the results tables, on its own
+    # 08: purify(clean) for PSNR / SSIM: every purifier of the results tables (04's, 05's
+    # DiffPure at the grid's t, 06's FCN filter) on its own, except those it leaves out
     s08 = _settings(profile, "08_clean_images")
-    for spec in list(s08["purifiers"]) + list(s08["diffusion"]):
-        w += purify_work("08 clean images", [spec], n, purifiers)
+    specs = list(dict.fromkeys([*s08["purifiers"], *s08["diffusion"], "fcn-filter"]))
+    for spec in specs:
+        if spec.split(":")[0] not in s08.get("fidelity_exclude", []):
+            w += purify_work("08 clean images", [spec], n, purifiers)
 
     # 09: the adaptive attack through each purifier (BPDA forward only; EOT draws)
     w += _adaptive_work(profile, attack_calls, purifiers)
@@ -189,29 +186,32 @@ def workload(profile: str, attack_calls: dict[str, dict[str, float]],
 
 
 def _fcn_work(profile, n, attack_calls, purifiers) -> list[Work]:
-    """Notebook 06: the authors' recipe (:data:`iqalib.training.fcn_filter.AUTHORS`: 80 / 20
-    split, whole images, 200 epochs, the held-out images purified after every epoch) on
-    AdvCF images of the profile's sweep metric, then every compared purifier on the held-out
-    images. The AdvCF images come from the grid's attack cache when notebook 03 made them."""
+    """Notebook 06: the FCN filter trained with the authors' recipe
+    (:func:`iqalib.training.fcn_filter.train_like_authors`: the first 80 % of the images by
+    name, whole images, batch 4, the held-out 20 % purified after every epoch) on AdvCF
+    images (from the grid's attack cache when notebook 03 made them), then the results grid
+    with the trained filter on the held-out images (``grid_filter="trained"``) or with the
+    shipped one on every image."""
     from ..training.fcn_filter import AUTHORS
 
     s06 = _settings(profile, "06_fcn_filter")
-    sweep_metric = _settings(profile, "05_diffpure").get("sweep", {}).get("metric")
-    fcn = {**AUTHORS, "metric": sweep_metric or s06["metrics"][0], "compared": FCN_COMPARED,
-           **s06.get("fcn", {})}
-    metric = fcn["metric"]
-    n_train = round(n * fcn["train_fraction"])
+    train = s06.get("train")
+    if not train:
+        return []
+    metric, attack = train["metric"], train["attack"]
+    n_train = int(AUTHORS["train_fraction"] * n)
     n_val = n - n_train
     stage = "06 FCN filter"
     w: list[Work] = []
-    if "advcf" not in s06["attacks"].get(metric, []):  # else 03 cached them
-        w += attack_work(stage, metric, "advcf", n, attack_calls)
-    w.append(Work(stage, "fcn_train", fcn["epochs"] * n_train))
-    w.append(Work(stage, "purify:fcn-filter", fcn["epochs"] * n_val))  # model selection
-    compared = [p for p in fcn["compared"] if p not in ("identity", "none")]
-    for spec in compared + ["fcn-filter", "fcn-filter"]:  # the filter trained here, the shipped
-        w += purify_work(stage, [spec], n_val, purifiers)
-    w.append(Work(stage, f"metric_fwd:{metric}", n_val * (len(compared) + 3)))
+    if attack not in s06["attacks"].get(metric, []):  # else notebook 03 cached them
+        w += attack_work(stage, metric, attack, n, attack_calls)
+    w.append(Work(stage, "fcn_train", train["epochs"] * n_train))
+    w.append(Work(stage, "purify:fcn-filter", train["epochs"] * n_val))  # model selection
+    grid_n = n_val if s06.get("grid_filter") == "trained" else n
+    for m in s06["metrics"]:
+        inputs = grid_n * (1 + len(s06["attacks"][m]))
+        w.append(Work(stage, "purify:fcn-filter", inputs))
+        w.append(Work(stage, f"metric_fwd:{m}", 2 * inputs))  # the baseline and the filter
     return w
 
 
@@ -259,5 +259,5 @@ def totals(work: list[Work]) -> dict[str, float]:
     return dict(c)
 
 
-__all__ = ["FCN_COMPARED", "PurifierInfo", "Work", "attack_work", "by_stage", "purifier_info",
+__all__ = ["PurifierInfo", "Work", "attack_work", "by_stage", "purifier_info",
            "purify_work", "specs_needed", "totals", "workload"]

@@ -42,9 +42,11 @@ def timeit(fn: Callable[[], object], device=None, *, repeats: int = 3, warmup: i
 
 
 def time_pair(ours: Callable[[], object], reference: Callable[[], object], device=None, *,
-              repeats: int = 5, warmup: int = 1) -> tuple[float, float]:
+              repeats: int = 5, warmup: int = 1,
+              budget_s: float | None = None) -> tuple[float, float]:
     """Median seconds of ``ours()`` and of ``reference()``, timed alternately (ours, reference,
-    ours, ...) after ``warmup`` untimed calls of each."""
+    ours, ...) after ``warmup`` untimed calls of each; ``budget_s`` stops after the repeat in
+    which both sides together passed that many seconds."""
     for _ in range(warmup):
         ours()
         reference()
@@ -57,6 +59,8 @@ def time_pair(ours: Callable[[], object], reference: Callable[[], object], devic
             fn()
             sync(device)
             out.append(time.perf_counter() - t0)
+        if budget_s is not None and sum(a) + sum(b) >= budget_s:
+            break
     return statistics.median(a), statistics.median(b)
 
 
