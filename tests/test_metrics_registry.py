@@ -64,3 +64,27 @@ def test_load_metric_falls_back_to_pyiqa_and_did_you_mean():
     assert m.name == "entropy"
     with pytest.raises(UnknownNameError, match="Did you mean 'niqe'"):
         iqalib.load_metric("niqee")
+
+
+# the MSU group's normalisation ranges, copied from their metrics/defences/utils/bounds.json
+# (msu-video-group/adversarial-defenses-for-iqa; "low" is the worst score, "high" the best):
+# every attack's loss divides the score by |high - low|, and so do the normalised measures
+MSU_BOUNDS_JSON = {"linearity": (25.780681610107422, 83.22696685791016),
+                   "spaq": (21.749107360839844, 77.75585174560547),
+                   "meta-iqa": (0, 1),
+                   "brisque": (95.60858154296875, -10.61309814453125),
+                   "niqe": (28.737131730780796, 1.4140845773108388)}
+
+
+@pytest.mark.parametrize("ours,theirs", [("linearity", "linearity"), ("spaq", "spaq"),
+                                         ("metaiqa", "meta-iqa"), ("brisque", "brisque"),
+                                         ("niqe", "niqe")])
+def test_score_ranges_are_the_msu_bounds(ours, theirs):
+    import iqalib
+
+    kw = {"pretrained": False} if ours in ("linearity", "spaq", "metaiqa") else {}
+    m = iqalib.load_metric(ours, **kw)
+    low, high = MSU_BOUNDS_JSON[theirs]
+    assert m.score_range == (min(low, high), max(low, high))
+    assert m.lower_better == (low > high)
+    assert m.range_width == abs(high - low)

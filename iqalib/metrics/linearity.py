@@ -11,7 +11,8 @@ the checkpoint) without avgpool/fc as ``features.0..7``; global average pooling 
 Linear(c,1024)-BN-Linear(1024,256)-BN-Linear(256,64)-BN-ReLU; ``regr6`` / ``regr7``
 Linear(64,1) (side outputs used in training only); ``regression`` Linear(128,1) on the two
 64-d vectors. The score is ``s * k[0] + b[0]`` with ``k``, ``b`` stored in the checkpoint,
-on the KonIQ MOS scale; the paper's group normalises by the range (25.78, 83.23).
+on the KonIQ MOS scale; the paper's group normalises by the range 25.781..83.227 (their
+``bounds.json``).
 
 Defaults: ImageNet mean/std normalisation inside :meth:`Linearity.forward`; ``resize=None``
 (full resolution), which is what the MSU benchmark and the adversarial-defenses-for-iqa
@@ -92,7 +93,8 @@ class Linearity(IQAMetric):
 
     name = "linearity"
     lower_better = False
-    score_range = (25.78, 83.23)
+    #: the MSU group's bounds.json range (metrics/defences/utils/bounds.json)
+    score_range = (25.780681610107422, 83.22696685791016)
     weights = ("linearity-p1q2",)
 
     def __init__(self, *, pretrained: bool = True,

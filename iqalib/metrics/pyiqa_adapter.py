@@ -267,6 +267,14 @@ def create_pyiqa_metric(name: str, unknown: Registry = METRICS, **kwargs: Any) -
 
 
 # -- the classical metrics we register, all offline ------------------------------------
+#: the normalisation ranges of the MSU group (``metrics/defences/utils/bounds.json`` of
+#: msu-video-group/adversarial-defenses-for-iqa: the worst and best scores they observed), used
+#: in the attacks' loss and the normalised measures; pyiqa's nominal ranges are (0, 150) and
+#: (0, 100)
+MSU_BOUNDS = {"brisque": (-10.61309814453125, 95.60858154296875),
+              "niqe": (1.4140845773108388, 28.737131730780796)}
+
+
 @METRICS.register("brisque", aliases=["brisque-live", "pyiqa-brisque"],
                   tags=("classical", "pyiqa", "offline"))
 def brisque(**kwargs: Any) -> PyiqaMetric:
@@ -274,6 +282,7 @@ def brisque(**kwargs: Any) -> PyiqaMetric:
     from .classical import brisque_model_path
 
     kwargs.setdefault("pretrained_model_path", brisque_model_path())
+    kwargs.setdefault("score_range", MSU_BOUNDS["brisque"])
     return PyiqaMetric("brisque", name="brisque", **kwargs)
 
 
@@ -283,6 +292,7 @@ def niqe(**kwargs: Any) -> PyiqaMetric:
     from .classical import niqe_model_path
 
     kwargs.setdefault("pretrained_model_path", niqe_model_path())
+    kwargs.setdefault("score_range", MSU_BOUNDS["niqe"])
     return PyiqaMetric("niqe", name="niqe", **kwargs)
 
 

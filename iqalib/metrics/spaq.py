@@ -4,7 +4,7 @@ Fang, Zhu, Zeng, Ma & Wang, "Perceptual Quality Assessment of Smartphone Photogr
 CVPR 2020 (https://github.com/h4nwei/SPAQ), checkpoint ``BL_release.pt`` (catalogue name
 ``spaq-baseline``): a torchvision ResNet-50 whose ``fc`` is Linear(2048, 1), stored under
 ``ckpt['state_dict']`` with keys ``backbone.*``. Scores are on SPAQ's MOS scale; the paper's
-group normalises by the range (21.75, 77.76).
+group normalises by the range 21.749..77.756 (their ``bounds.json``).
 
 Pre-processing, by default as the MSU group's ``MetricModel`` (the wrapper the study's
 defenses repository scores with, ``subjects/spaq/src/model.py``): no resize, no intensity
@@ -96,7 +96,8 @@ class SPAQBaseline(IQAMetric):
 
     name = "spaq"
     lower_better = False
-    score_range = (21.75, 77.76)
+    #: the MSU group's bounds.json range (metrics/defences/utils/bounds.json)
+    score_range = (21.749107360839844, 77.75585174560547)
     weights = ("spaq-baseline",)
 
     def __init__(self, *, pretrained: bool = True,
