@@ -77,15 +77,19 @@ def build_defense(spec: str, device: torch.device | str = "cpu"):
     return load_defense(spec, device=str(device), **kwargs)
 
 
-def guided_prior_random(device: torch.device):
-    """DiffPure's guided-diffusion prior with random weights, prepared for ``device`` the way
-    DiffPure prepares the real one."""
-    from ..defenses.diffpure import UNetPrior
+def guided_diffpure(t: int, device: torch.device | str = "cpu"):
+    """DiffPure at ``t`` with the guided-diffusion prior exactly as DiffPure loads and runs it
+    (its precision on this device, channels-last on CUDA, autocast), the UNet's weights random.
+    The prior is loaded here, so a timer sees only the purification."""
+    from ..defenses import diffpure
     from ..defenses.guided_unet import build_unet
 
-    unet = build_unet().eval().requires_grad_(False).to(device)
-    return UNetPrior(unet)
+    unet = build_unet().eval().requires_grad_(False)
+    with mock.patch.dict(diffpure.PRIORS, {"guided": lambda: diffpure.UNetPrior(unet)}):
+        d = diffpure.DiffPure(t=t, prior="guided").to(device)
+        d.get_prior()
+    return d
 
 
 __all__ = ["PAPER_METRICS", "build_attack", "build_defense", "build_metric",
-           "guided_prior_random", "random_distance"]
+           "guided_diffpure", "random_distance"]

@@ -142,6 +142,7 @@ def workload(profile: str, attack_calls: dict[str, dict[str, float]],
     for m in metrics:
         for a in attacks[m]:
             w += attack_work(f"03 attacks on {m}", m, a, n, attack_calls)
+    for m in metrics:
         w.append(Work("03 attacks: scores", f"metric_fwd:{m}", n * (1 + len(attacks[m]))))
 
     # 04: every baseline purifier on the clean image (once per metric) and on each attacked one

@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..defenses.diffpure import Prior
 from . import plan
-from .components import build_attack, build_defense, build_metric, guided_prior_random
+from .components import build_attack, build_defense, build_metric, guided_diffpure
 from .counting import CountingMetric, attack_network_calls
 from .timing import device_name, load_average, sync, time_pair, timeit
 
@@ -225,26 +225,25 @@ class ComponentTimer:
         return Timing("", sec, fl, x.shape[0])
 
     def _t_unet(self) -> Timing:
-        """One call of the guided UNet at 256 px. On a CPU: one timed call (minutes), FLOPs
-        on the meta device; on a GPU: warm-up, then the median of the repeats."""
-        prior = guided_prior_random(self.device)
-        b = self.batch
-        g = torch.Generator().manual_seed(1)
-        x_t = (torch.randn(b, 3, 256, 256, generator=g)).to(self.device)
-        abar = torch.tensor(0.99, device=self.device)
+        """One call of the guided UNet as DiffPure makes it: DiffPure at t=k with the random
+        guided prior minus DiffPure at t=k with a free prior, over k. On a CPU k=1 and one
+        timed call (minutes); on a GPU k=5, warmed up, median of the repeats. FLOPs counted on
+        the meta device."""
+        from ..defenses.diffpure import DiffPure
 
-        def call():
-            with torch.no_grad():
-                return prior(x_t, 4, abar)
-
-        flops = unet_flops()
         on_cpu = self.device.type == "cpu"
-        sync(self.device)
-        sec = timeit(call, self.device, repeats=1 if on_cpu else self.repeats,
-                     warmup=0 if on_cpu else 1)
-        dtype = next(prior.net.parameters()).dtype
-        note = f"{sum(p.numel() for p in prior.net.parameters()) / 1e6:.0f}M parameters, {dtype}"
-        return Timing("", sec / b, flops, b, note + ("; one call, no warm-up" if on_cpu else ""))
+        k = 1 if on_cpu else 5
+        dp = guided_diffpure(k, self.device)
+        free = DiffPure(t=k, prior=_FreePrior()).to(self.device)
+        x = self.x
+        reps = dict(repeats=1, warmup=0) if on_cpu else dict(repeats=self.repeats, warmup=1)
+        t_dp = timeit(lambda: dp(x), self.device, **reps)
+        t_free = timeit(lambda: free(x), self.device, repeats=self.repeats)
+        net = dp.get_prior().net
+        note = (f"{sum(p.numel() for p in net.parameters()) / 1e6:.0f}M parameters, precision "
+                f"{dp.compute_precision(self.device)}, DiffPure t={k}")
+        return Timing("", max(0.0, t_dp - t_free) / (k * x.shape[0]), unet_flops(), x.shape[0],
+                      note + ("; one call, no warm-up" if on_cpu else ""))
 
     def _diffpure_free(self, t: int) -> float:
         if t not in self._free_diffpure:
