@@ -83,7 +83,8 @@ def diffusion_specs(t: int) -> list[str]:
 #: profile -> shared settings. ``attacks`` maps each metric to the attacks run on it;
 #: ``purifiers`` are notebook 04's (the FCN filter is notebook 06's where it trains it),
 #: ``diffusion_t`` is DiffPure's t in notebook 05's grid;
-#: ``size`` (None: the images' own) resizes and centre-crops every image.
+#: ``size`` (None: the images' own) resizes and centre-crops every image; ``batch_size`` is
+#: images per forward pass, or "auto" (from the free GPU memory; the CPU default elsewhere).
 PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     "smoke": {
         # 128 px crops: a gradient step of the learned metric costs ~5x less than at 299 px
@@ -112,7 +113,8 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
         "attacks": {m: list(PAPER_ATTACKS) for m in PAPER_METRICS},
         "purifiers": list(_BASELINES_WITHOUT_FCN),
         "diffusion_t": PAPER_DIFFPURE_T,
-        "batch_size": 8,
+        # chunks sized from the free GPU memory (iqalib.evaluate.run.auto_batch_size)
+        "batch_size": "auto",
     },
     "rehearsal": {
         "dataset": "nips17", "n_images": 2, "size": None,

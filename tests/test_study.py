@@ -38,6 +38,14 @@ def test_settings_name_only_registered_components(profile):
     assert set(study.settings(profile, "10_interactive")["compare"]["defenses"]) <= defenses
 
 
+@pytest.mark.parametrize("profile", study.PROFILES)
+def test_batch_size_is_one_the_run_loop_takes(profile, photos64):
+    from iqalib.evaluate.run import resolve_batch_size
+
+    assert resolve_batch_size(study.settings(profile)["batch_size"], photos64, None,
+                              default=4) >= 1
+
+
 def test_every_notebook_section_covers_every_profile():
     for nb, section in study.NOTEBOOK_SETTINGS.items():
         assert set(section) == set(study.PROFILES), nb
