@@ -83,7 +83,7 @@ def calibration(metrics: Iterable[str] = ("brisque", "niqe"), *,
     return pd.DataFrame(rows, columns=["metric", "image", "ours", "pyiqa published", "abs diff"])
 
 
-def metric_scores(metrics, imgs, *, device: str = "auto", batch_size: int = 4) -> pd.DataFrame:
+def metric_scores(metrics, imgs, *, device: str = "auto", batch_size: int | str = 4) -> pd.DataFrame:
     """Image x metric scores of the clean images; ``metrics`` are names or metric objects.
 
     A metric that cannot load (missing weights or files) is left out and named in
@@ -111,7 +111,7 @@ def metric_scores(metrics, imgs, *, device: str = "auto", batch_size: int = 4) -
 
 def distortion_response(metrics, imgs, *, distortions: Sequence[str] = ("noise", "blur", "jpeg"),
                         levels: Sequence[int] = (0, 1, 3, 5), device: str = "auto",
-                        seed: int = 0, batch_size: int = 4) -> pd.DataFrame:
+                        seed: int = 0, batch_size: int | str = 4) -> pd.DataFrame:
     """Metric scores of the images distorted by :func:`iqalib.distortions.distort` at each
     level (0 = clean): one row per image x metric x distortion x level, with ``quality`` = the
     score placed on the metric's range with 1 at its best end and 0 at its worst (the oriented
@@ -141,7 +141,7 @@ def distortion_response(metrics, imgs, *, distortions: Sequence[str] = ("noise",
 
 # --- notebooks 03 / 08 -----------------------------------------------------------------------
 def attacked_images(metric, attack: str, imgs, ids=None, *, seed: int = 0,
-                    device: str = "auto", batch_size: int = 4, cache=None) -> torch.Tensor:
+                    device: str = "auto", batch_size: int | str = 4, cache=None) -> torch.Tensor:
     """The attacked images the grid scored for ``metric`` x ``attack`` (``metric`` a name or
     the metric object given to the grid), read from the grid's lossless attack cache (default
     ``results_dir()/adv``) under the grid's own key; attacked now and cached if missing."""
@@ -150,7 +150,7 @@ def attacked_images(metric, attack: str, imgs, ids=None, *, seed: int = 0,
     return _cached_attack(metric, m, label, attack, imgs, ids, seed, batch_size, cache)
 
 
-def _cached_attack(given, m, label: str, attack: str, imgs, ids, seed: int, batch_size: int,
+def _cached_attack(given, m, label: str, attack: str, imgs, ids, seed: int, batch_size,
                    cache):
     from ..attacks import ATTACKS
     from ..attacks.cache import AttackCache, default_root
@@ -163,7 +163,7 @@ def _cached_attack(given, m, label: str, attack: str, imgs, ids, seed: int, batc
 
 
 def clean_fidelity(purifiers: Iterable[str], imgs, *, device: str = "auto", seed: int = 0,
-                   batch_size: int = 4) -> pd.DataFrame:
+                   batch_size: int | str = 4) -> pd.DataFrame:
     """What each purifier does to clean images: PSNR / SSIM of ``purify(clean)`` against the
     clean image (size-changing purifiers resized back, :func:`~iqalib.evaluate.measures.
     match_size`) and seconds per image; one row per purifier x image. A purifier that cannot
@@ -188,7 +188,7 @@ def clean_fidelity(purifiers: Iterable[str], imgs, *, device: str = "auto", seed
 
 # --- notebook 09 ------------------------------------------------------------------------------
 def adaptive_comparison(metric, attack: str, purifiers: Iterable[str], imgs, *, eot: int = 4,
-                        seed: int = 0, batch_size: int = 4, device: str = "auto",
+                        seed: int = 0, batch_size: int | str = 4, device: str = "auto",
                         cache=None) -> pd.DataFrame:
     """Non-adaptive vs adaptive attacks through a defended metric ``metric(purify(x))``.
 
