@@ -123,8 +123,12 @@ def load_chunk(images, chunk: Chunk) -> Loaded:
     """Load a chunk image by image: an unreadable or out-of-contract image is left out and
     reported; its chunk mates go on."""
     xs, ids, contents, bad = [], [], [], []
+    current = getattr(images, "content_id", None)
     for image_id, content in zip(chunk.ids, chunk.contents):
         try:
+            if callable(current) and current(image_id) != content:
+                raise ImageError(f"image {image_id!r} changed on disk after the run was planned; "
+                                 "run again")
             x = images.load(image_id)
             check_images(x, f"image {image_id!r}")
         except Exception as exc:  # noqa: BLE001 - a bad image costs that image only

@@ -41,7 +41,7 @@ def check_images(x: Tensor, what: str = "input") -> Tensor:
     [0,1] (a normalised tensor, an overshooting filter) are to be clamped or un-normalised."""
     check_batch(x, what)
     if x.numel():
-        lo, hi = float(x.min()), float(x.max())
+        lo, hi = (float(v) for v in torch.aminmax(x.detach()))
         if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
             if hi > 2 and lo >= -RANGE_TOLERANCE:
                 hint = "it looks like 0..255 values: divide by 255"
