@@ -9,7 +9,8 @@ quantised to 1/255 as the study does, so an attacked image survives being saved 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -34,7 +35,7 @@ def _number(v, what: str) -> float:
             torch.is_tensor(v) and v.numel() == 1):
         raise ValueError(f"{what} must be a number, got {v!r}")
     v = float(v)
-    if v != v or v in (float("inf"), float("-inf")):
+    if not math.isfinite(v):
         raise ValueError(f"{what} must be a finite number, got {v}")
     return v
 

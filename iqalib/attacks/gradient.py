@@ -149,7 +149,7 @@ class MIFGSM(Attack):
         check_positive(alpha, "mifgsm alpha")
         check_nonnegative(momentum, "mifgsm momentum")
         if not isinstance(normalise_l1, bool):
-            raise ValueError(f"mifgsm normalise_l1 must be True or False, got {normalise_l1!r}")
+            raise ValueError(f"mifgsm normalise_l1 must be True or False, got {normalise_l1!r}")  # noqa: TRY004 - one error class for every bad setting
         _check_projection(projection)
         super().__init__(metric, eps=float(eps), steps=int(steps), alpha=float(alpha),
                          momentum=float(momentum), normalise_l1=normalise_l1,

@@ -55,7 +55,6 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint

@@ -40,7 +40,7 @@ def _positive(v, what: str) -> float:
 
 def _check_bool(v, what: str) -> bool:
     if not isinstance(v, bool):
-        raise ValueError(f"{what} must be True or False, got {v!r}")
+        raise ValueError(f"{what} must be True or False, got {v!r}")  # noqa: TRY004 - one error class for every bad setting
     return v
 
 
