@@ -1,6 +1,10 @@
-"""The FCN filter: architecture, checkpoint formats, the synthetic colour-curve attack, the
-trainer (disjoint sets, best-epoch selection, determinism) and the shipped weights."""
+"""The FCN filter purifier: architecture, checkpoint formats, provenance in its parameters and
+the shipped weights (which must beat the unpurified input against AdvCF on a photo they never
+saw). Training is tested in test_training.py."""
 from __future__ import annotations
+
+import hashlib
+import json
 
 import pytest
 import torch
@@ -8,6 +12,7 @@ import torch
 import iqalib
 from iqalib.defenses import fcn
 from iqalib.errors import MissingWeightsError
+from iqalib.evaluate import measures
 from iqalib.paths import assets_dir
 
 
@@ -21,9 +26,18 @@ def test_architecture_matches_the_paper():
     x = torch.rand(2, 3, 20, 24)
     y = net(x)
     assert y.shape == x.shape and y.abs().max() < 1  # tanh head
-    # instance norm: the filter ignores a global brightness offset before conv2's statistics
-    # only through conv1's nonlinearity, so outputs differ but stay finite
     assert torch.isfinite(net(x * 0)).all()
+
+
+def test_forward_is_the_authors_layer_order():
+    """Their forward: conv1 -> LeakyReLU(0.2) -> conv2 -> InstanceNorm -> LeakyReLU -> conv3 ->
+    tanh, written here with torch.nn modules of their FCN(norm_type='instance')."""
+    net = fcn.FCNFilter().eval()
+    act = torch.nn.LeakyReLU(0.2)
+    norm = torch.nn.InstanceNorm2d(16)
+    x = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    ref = torch.tanh(net.conv3(act(norm(net.conv2(act(net.conv1(x)))))))
+    assert torch.allclose(net(x), ref, atol=1e-6)
 
 
 def test_authors_checkpoint_format_loads(tmp_path):
@@ -31,11 +45,32 @@ def test_authors_checkpoint_format_loads(tmp_path):
     path = tmp_path / "best_fcn.pth"
     torch.save({"model": net.state_dict(), "epoch": 17}, path)  # wianluna/adversarial_purification
     d = iqalib.load_defense("fcn-filter", device="cpu", weights=str(path))
-    assert d.meta["epoch"] == 17
+    assert d.meta["epoch"] == 17 and d.hparams["trained"] == {"epoch": 17}
     x = torch.rand(1, 3, 16, 16)
     assert torch.allclose(d(x), net.eval()(x).clamp(0, 1))
     with pytest.raises(MissingWeightsError, match="06_fcn_filter"):
         iqalib.load_defense("fcn-filter", device="cpu", weights=str(tmp_path / "nope.pt"))
+
+
+def test_provenance_names_the_file_not_its_folder(tmp_path):
+    """defense_params carry the file's sha256 (a different filter gives different rows and
+    grid keys) and no machine path."""
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        p = tmp_path / f"dir{seed}" / "f.pt"
+        p.parent.mkdir()
+        torch.save({"model": fcn.FCNFilter().state_dict(), "epoch": 3,
+                    "meta": {"metric": "toy", "attack": "advcf", "val_ssim": 0.912345678,
+                             "train_ids": ["a", "b"]}}, p)
+        paths.append(p)
+    a, b = (fcn.FCNFilterDefense(weights=str(p)) for p in paths)
+    assert a.hparams["sha256"] == hashlib.sha256(paths[0].read_bytes()).hexdigest()
+    assert a.params_json() != b.params_json()
+    params = json.loads(a.params_json())
+    assert params["weights"] == "f.pt" and str(tmp_path) not in a.params_json()
+    assert params["trained"] == {"metric": "toy", "attack": "advcf", "val_ssim": 0.9123,
+                                 "epoch": 3}
 
 
 def test_defense_range_and_gradient():
@@ -47,77 +82,33 @@ def test_defense_range_and_gradient():
     assert x.grad.abs().sum() > 0 and d.differentiable and not d.stochastic
 
 
-def test_random_colour_curves(photos64):
-    g = torch.Generator().manual_seed(0)
-    same = fcn.random_colour_curves(photos64, strength=0.0, generator=g)
-    assert torch.allclose(same, photos64, atol=1e-5)  # equal pieces: the identity curve
-    y = fcn.random_colour_curves(photos64, strength=1.0, generator=g)
-    assert float((y - photos64).abs().mean()) > 0.02
-    # a monotone curve per channel keeps every channel's pixel order
-    for i in range(3):
-        for c in range(3):
-            a, b = photos64[i, c].flatten(), y[i, c].flatten()
-            order = torch.argsort(a)
-            assert (b[order].diff() >= -1e-6).all()
-
-
-def _tiny_sets(photos64):
-    g = torch.Generator().manual_seed(1)
-    train = [photos64[0], photos64[1], photos64[0].flip(-1), photos64[1].flip(-2)]
-    val = [photos64[2]]
-    return train, val, (lambda x: fcn.random_colour_curves(x, strength=1.0, generator=g))
-
-
-def test_trainer_selects_best_epoch_and_is_deterministic(photos64):
-    train, val, _ = _tiny_sets(photos64)
-
-    def run():
-        g = torch.Generator().manual_seed(1)
-        atk = lambda x: fcn.random_colour_curves(x, strength=1.0, generator=g)
-        return fcn.train_fcn_filter(None, train, val, epochs=4, repeats=2, seed=3, attack=atk,
-                                    crop=32, device="cpu")
-
-    d1, h1 = run()
-    d2, h2 = run()
-    assert h1["val_ssim"] == h2["val_ssim"]
-    assert all(torch.equal(a, b) for a, b in zip(d1.net.state_dict().values(), d2.net.state_dict().values()))
-    assert len(h1["train_loss"]) == 4 and h1["best_epoch"] == max(range(4), key=h1["val_ssim"].__getitem__)
-    assert h1["best_val_ssim"] == max(h1["val_ssim"])
-    # training moved the filter away from its random start (loss went down)
-    assert h1["train_loss"][-1] < h1["train_loss"][0]
-
-
-def test_trainer_reports_the_returned_filters_own_ssim(photos64):
-    train, val, atk = _tiny_sets(photos64)
-    adv_val = [atk(v[None])[0] for v in val]
-    adv_train = [atk(t[None])[0] for t in train]
-    d, h = fcn.train_fcn_filter(None, train, val, epochs=3, seed=0, crop=32, device="cpu",
-                                attacked_train=adv_train, attacked_val=adv_val)
-    out = d(torch.stack(adv_val))
-    assert float(fcn.ssim(out, torch.stack(val)).mean()) == pytest.approx(h["best_val_ssim"], abs=1e-5)
-    assert h["val_ssim_attacked"] == pytest.approx(float(fcn.ssim(torch.stack(adv_val), torch.stack(val))), abs=1e-6)
-
-
-def test_trainer_rejects_overlapping_sets(photos64):
-    with pytest.raises(ValueError, match="also in the training set"):
-        fcn.train_fcn_filter(None, [photos64[0], photos64[1]], [photos64[1]], epochs=1,
-                             attack=lambda x: x, device="cpu")
-
-
-def test_save_and_reload(tmp_path, photos64):
-    train, val, atk = _tiny_sets(photos64)
-    d, _ = fcn.train_fcn_filter(None, train, val, epochs=1, crop=32, attack=atk, device="cpu")
-    path = fcn.save_fcn_filter(d, tmp_path / "f.pt", {"metric": "toy"})
-    back = iqalib.load_defense("fcn-filter", device="cpu", weights=str(path))
-    assert back.meta["metric"] == "toy"
-    assert torch.equal(back(photos64), d(photos64))
-
-
-def test_shipped_weights_load(photos128):
+def test_shipped_file_says_what_trained_it():
     path = assets_dir() / fcn.DEFAULT_ASSET
     assert path.is_file(), "iqalib/assets/fcn_filter.pt must ship with the package"
     ckpt = torch.load(path, weights_only=True)  # plain tensors and primitives only
-    assert {"metric", "attack", "val_ssim", "val_ssim_attacked"} <= set(ckpt["meta"])
+    meta = ckpt["meta"]
+    assert meta["metric"] == "effnet-iqa" and meta["attack"] == "advcf"
+    assert json.loads(meta["attack_params"])["steps"] >= 1
+    # trained on the foolbox wheel's photos only: the offline sample set is all held out
+    assert meta["train_photos"] and all(p.startswith("imagenet_") for p in meta["train_photos"])
+    assert not set(meta["train_photos"]) & set(meta["val_photos"])
+    assert meta["val_ssim"] > meta["val_ssim_attacked"]
     d = iqalib.load_defense("fcn-filter", device="cpu")
-    y = d(photos128)
-    assert y.shape == photos128.shape and 0 <= float(y.min()) and float(y.max()) <= 1
+    assert d.hparams["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert d.hparams["trained"]["metric"] == "effnet-iqa"
+
+
+def test_shipped_filter_undoes_advcf_on_an_unseen_photo(one_thread):
+    """AdvCF (default settings) on effnet-iqa against a photo outside the filter's training set:
+    the purified image is closer to the clean one than the attacked image (SSIM and PSNR of
+    iqalib.evaluate.measures), and the score moves back towards the clean score."""
+    from iqalib.training.data import centre_crop, load_source, to_tensor
+
+    x = to_tensor(centre_crop(load_source("coffee"), 160))[None]
+    metric = iqalib.load_metric("effnet-iqa", device="cpu")
+    adv = iqalib.load_attack("advcf", metric)(x)
+    purified = iqalib.load_defense("fcn-filter", device="cpu")(adv)
+    assert float(measures.ssim(purified, x)) > float(measures.ssim(adv, x)) + 0.02
+    assert float(measures.psnr(purified, x)) > float(measures.psnr(adv, x))
+    s_clean, s_adv, s_pur = (float(metric.score(v)) for v in (x, adv, purified))
+    assert abs(s_pur - s_clean) < abs(s_adv - s_clean)

@@ -16,6 +16,8 @@ from iqalib.distortions import LEVELS, distort, list_distortions
 from iqalib.errors import ImageError, UnknownNameError
 from iqalib.metrics import learned
 from iqalib.metrics.learned import LearnedIQA
+from iqalib.training import data as photos
+from iqalib.training import learned_metric as training
 
 
 # --------------------------------------------------------------------------- distortions
@@ -94,25 +96,21 @@ def metric():
 
 
 def _heldout(size: int = 224) -> torch.Tensor:
-    out = []
-    for name in learned.HELD_OUT:
-        a = learned.load_source(name)
-        h, w = a.shape[:2]
-        t, left = (h - size) // 2, (w - size) // 2
-        out.append(learned._to_tensor(a[t:t + size, left:left + size]))
-    return torch.stack(out)
+    return training.held_out_crops(size)
 
 
 def test_sources_load_offline():
-    for name in learned.SOURCES:
-        a = learned.load_source(name)
+    for name in photos.PHOTOS:
+        a = photos.load_source(name)
         assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3 and min(a.shape[:2]) >= 300
-    assert set(learned.HELD_OUT) <= set(learned.SOURCES)
+    assert set(training.HELD_OUT) <= set(photos.PHOTOS)
+    assert not set(training.HELD_OUT) & set(training.TRAIN_PHOTOS)
 
 
 def test_shipped_asset_loads_weights_only():
     path = learned.asset_path()
-    assert path.exists(), "iqalib/assets/learned_iqa.pt is missing: run train_learned_metric()"
+    assert path.exists(), ("iqalib/assets/learned_iqa.pt is missing: "
+                           "python -m iqalib.training.learned_metric --out iqalib/assets/learned_iqa.pt")
     assert path.stat().st_size < 5 * 2**20
     state = torch.load(path, map_location="cpu", weights_only=True)
     assert {"feat_mean", "feat_std", "head.1.weight", "block._project_conv.weight"} <= set(state)
@@ -183,11 +181,10 @@ def test_ifgsm_moves_the_score_far(metric):
 @pytest.mark.slow
 def test_training_runs_and_saves(tmp_path):
     out = tmp_path / "head.pt"
-    r = learned.train_learned_metric(seed=1, epochs=2, n_crops=1, n_pairs=3, n_test_crops=1,
-                                     n_extra_crops=1,
-                                     out=out, progress=False)
+    r = training.train_learned_metric(seed=1, epochs=2, n_crops=1, n_pairs=3, n_test_crops=1,
+                                      n_extra_crops=1, out=out, progress=False)
     assert out.exists() and r["asset_bytes"] == out.stat().st_size
-    assert r["n_test"] == len(learned.HELD_OUT) * 31
+    assert r["n_test"] == len(training.HELD_OUT) * 31
     assert np.isfinite([r["srocc"], r["plcc"], r["rmse"]]).all()
     m = LearnedIQA(weights=out)
     assert torch.isfinite(m.score(torch.rand(1, 3, 64, 64))).all()

@@ -151,7 +151,9 @@ def test_a_plugin_loads_once_and_the_flag_reaches_child_processes(tmp_path, monk
             CALLS.append(1)
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv(plugins.ENV, raising=False)
+    # setenv, not delenv: delenv of an unset variable records nothing to restore, and the
+    # value add_to_environment writes would leak into every later test
+    monkeypatch.setenv(plugins.ENV, "")
     assert plugins.load_plugin("plug_counter:register") is True
     assert plugins.load_plugin("plug_counter:register") is False
     import plug_counter

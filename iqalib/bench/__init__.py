@@ -39,9 +39,12 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--metric", default="effnet-iqa", help="metric the attack goals attack")
     p.add_argument("--sections", nargs="*", default=list(SECTIONS), choices=list(SECTIONS),
                    help="goal sections to run (default all)")
-    p.add_argument("--dask-images", type=int, default=16, help="images of the Dask bench grid")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads of this process (default: torch's)")
+    p.add_argument("--dask-images", type=int, default=16,
+                   help="images of the Dask bench grid (default 16, 8 chunks of 2)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads of this process (default 1: ratios need no more, "
+                        "and on a shared machine other jobs slow multi-threaded timing down "
+                        "erratically; 0: torch's default)")
     p.add_argument("--project", default=None, metavar="PROFILE",
                    help="also project a whole run of PROFILE (e.g. paper) from timed components")
     p.add_argument("--project-only", action="store_true", help="skip the goals")
@@ -56,7 +59,7 @@ def cli(argv: list[str]) -> int:
     from ..device import resolve_device
     from .timing import device_name, load_average
 
-    if a.threads:
+    if a.threads > 0:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dev = resolve_device(a.device)

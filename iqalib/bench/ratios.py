@@ -222,7 +222,8 @@ SECTIONS = ("attack", "diffpure", "dask", "repeated", "ffdnet", "throughput")
 
 
 def run(device="auto", *, size: int = 224, batch: int = 4, repeats: int = 5,
-        metric: str = "effnet-iqa", sections=SECTIONS, dask_images: int = 16):
+        metric: str = "effnet-iqa", sections=SECTIONS, dask_images: int = 16,
+        progress: bool = True):
     """Every section; a DataFrame with one row per goal (``goal``, ``measured``, ``target``,
     ``status``, ``ours_s``, ``reference_s``, ``detail``)."""
     import pandas as pd
@@ -241,11 +242,14 @@ def run(device="auto", *, size: int = 224, batch: int = 4, repeats: int = 5,
     }
     rows: list[dict] = []
     for name in sections:
+        t0 = time.perf_counter()
         try:
             rows += jobs[name]()
         except Exception as exc:  # noqa: BLE001 - one broken section must not hide the rest
             rows.append(_row(name, float("nan"), "", False,
                              f"FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"))
+        if progress:
+            print(f"  {name}: {time.perf_counter() - t0:.0f} s", flush=True)
     return pd.DataFrame(rows)
 
 
