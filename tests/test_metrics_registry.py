@@ -10,7 +10,8 @@ from iqalib.metrics.base import IQAMetric
 
 #: keywords that keep a metric from slow first-use work inside a unit test
 #: (effnet-iqa would otherwise train its head for minutes when no trained head is cached)
-FAST_KWARGS = {"effnet-iqa": {"train_if_missing": False}}
+FAST_KWARGS = {"effnet-iqa": {"train_if_missing": False},
+               "smoothed": {"n": 4}}     # the default 100 noise draws cost ~30 s here
 #: metrics that need checkpoints nothing installable ships: must fail with MissingWeightsError
 NEEDS_DOWNLOAD = {"linearity", "spaq", "metaiqa"}
 
