@@ -3,6 +3,7 @@ projection's arithmetic. Fast and CPU-only; the measurements themselves are `mak
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -29,6 +30,27 @@ def test_budgets_stop_repeating_early():
     time_pair(lambda: calls.append("a"), lambda: calls.append("b"), repeats=50, warmup=0,
               budget_s=0.0)
     assert calls == ["a", "b"]
+
+
+def test_a_slow_warm_up_plans_fewer_repeats():
+    from iqalib.bench.timing import repeats_within
+
+    assert repeats_within(None, 100.0, 5) == 5
+    assert repeats_within(20.0, 0.0, 5) == 5       # no warm-up to go by
+    assert repeats_within(20.0, 6.0, 5) == 3
+    assert repeats_within(20.0, 12.0, 5) == 1      # half the budget or more: one repeat
+    assert repeats_within(20.0, 300.0, 5) == 1     # never none
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.03)
+
+    timeit(slow, repeats=50, warmup=1, budget_s=0.05)
+    assert len(calls) == 2  # the warm-up, then the one repeat that fits
+    calls.clear()
+    time_pair(slow, slow, repeats=50, warmup=1, budget_s=0.1)
+    assert len(calls) == 4
 
 
 # -- counting -------------------------------------------------------------------------------

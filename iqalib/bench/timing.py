@@ -21,21 +21,40 @@ def sync(device: torch.device | str | None) -> None:
         torch.cuda.synchronize(device)
 
 
+def _timed(fn: Callable[[], object], device) -> float:
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def repeats_within(budget_s: float | None, per_repeat_s: float, repeats: int) -> int:
+    """How many of ``repeats`` fit in ``budget_s`` when one repeat takes ``per_repeat_s``
+    (read off the warm-up): at least one, at most ``repeats``; all of them without a budget
+    or without a warm-up to go by (``per_repeat_s`` 0)."""
+    repeats = max(1, int(repeats))
+    if budget_s is None or per_repeat_s <= 0:
+        return repeats
+    return max(1, min(repeats, int(budget_s // per_repeat_s)))
+
+
 def timeit(fn: Callable[[], object], device=None, *, repeats: int = 3, warmup: int = 1,
            budget_s: float | None = None) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeats`` calls after ``warmup`` untimed
-    ones. ``budget_s`` stops repeating early once the timed calls have used that many seconds
-    (at least one timed call is always made): the CPU projection times 550M-parameter
-    networks where one call takes minutes."""
+    """Median wall time of ``fn()`` in seconds over ``repeats`` calls after ``warmup`` calls
+    that do not count.
+
+    ``budget_s`` bounds the timed calls: when the last warm-up call took a large share of the
+    budget, fewer repeats are planned (:func:`repeats_within`: one, when a call takes half the
+    budget or more), and repeating stops early once the timed calls have used the budget. At
+    least one timed call is always made: the CPU projection times 550M-parameter networks
+    where one call takes minutes."""
+    warm = 0.0
     for _ in range(warmup):
-        fn()
+        warm = _timed(fn, device)
     sync(device)
     times: list[float] = []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
+    for _ in range(repeats_within(budget_s, warm, repeats)):
+        times.append(_timed(fn, device))
         if budget_s is not None and sum(times) >= budget_s:
             break
     return statistics.median(times)
@@ -45,20 +64,18 @@ def time_pair(ours: Callable[[], object], reference: Callable[[], object], devic
               repeats: int = 5, warmup: int = 1,
               budget_s: float | None = None) -> tuple[float, float]:
     """Median seconds of ``ours()`` and of ``reference()``, timed alternately (ours, reference,
-    ours, ...) after ``warmup`` untimed calls of each; ``budget_s`` stops after the repeat in
-    which both sides together passed that many seconds."""
+    ours, ...) after ``warmup`` untimed calls of each. ``budget_s`` bounds both sides together
+    as in :func:`timeit`: fewer repeats are planned when the last warm-up pair took a large
+    share of it, and repeating stops after the repeat in which they passed it."""
+    warm = 0.0
     for _ in range(warmup):
-        ours()
-        reference()
+        warm = _timed(ours, device) + _timed(reference, device)
     sync(device)
     a: list[float] = []
     b: list[float] = []
-    for _ in range(max(1, repeats)):
-        for fn, out in ((ours, a), (reference, b)):
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            out.append(time.perf_counter() - t0)
+    for _ in range(repeats_within(budget_s, warm, repeats)):
+        a.append(_timed(ours, device))
+        b.append(_timed(reference, device))
         if budget_s is not None and sum(a) + sum(b) >= budget_s:
             break
     return statistics.median(a), statistics.median(b)
@@ -86,4 +103,4 @@ def load_average() -> str:
         return "n/a"
 
 
-__all__ = ["device_name", "load_average", "sync", "time_pair", "timeit"]
+__all__ = ["device_name", "load_average", "repeats_within", "sync", "time_pair", "timeit"]
