@@ -35,7 +35,7 @@ from ..defenses.diffpure import Prior
 from . import plan
 from .components import build_attack, build_defense, build_metric, guided_diffpure
 from .counting import CountingMetric, attack_network_calls
-from .timing import device_name, load_average, sync, time_pair, timeit
+from .timing import device_name, load_average, repeats_within, sync, time_pair, timeit
 
 #: bf16 dense peak of one H200 (SXM), the issue's reference for the floor
 H200_BF16_FLOPS = 790e12
@@ -125,13 +125,26 @@ class ComponentTimer:
         return (img + 0.03 * torch.randn(batch, 3, size, size, generator=g)).clamp(0, 1)
 
     # -- helpers ---------------------------------------------------------------------
-    def _time(self, fn, *, per: int, warmup: int = 1, count_flops: bool = True) -> tuple[float, float]:
-        flops = math.nan
-        if warmup and count_flops:
-            flops = _count_flops(fn) / per
-            warmup -= 1
+    def _counted_warmup(self, fn) -> tuple[float, float]:
+        """``fn()`` once under the FLOP counter (the warm-up call): ``(FLOPs, seconds)``. The
+        seconds (an overestimate: the counter adds its own work) tell the timer how many
+        repeats fit in the budget."""
+        t0 = time.perf_counter()
+        flops = _count_flops(fn)
         sync(self.device)
-        sec = timeit(fn, self.device, repeats=self.repeats, warmup=warmup, budget_s=self.budget_s)
+        return flops, time.perf_counter() - t0
+
+    def _repeats(self, warmup_s: float) -> int:
+        return repeats_within(self.budget_s, warmup_s, self.repeats)
+
+    def _time(self, fn, *, per: int, warmup: int = 1, count_flops: bool = True) -> tuple[float, float]:
+        flops, warm_s = math.nan, 0.0
+        if warmup and count_flops:
+            flops, warm_s = self._counted_warmup(fn)
+            flops /= per
+            warmup -= 1
+        sec = timeit(fn, self.device, repeats=self._repeats(warm_s), warmup=warmup,
+                     budget_s=self.budget_s)
         return sec / per, flops
 
     def metric(self, name: str):
@@ -195,9 +208,11 @@ class ComponentTimer:
                 for _ in range(round(calls["plain"])):
                     cm(x)
 
-        fl = _count_flops(lambda: atk(x)) / x.shape[0]  # also the warm-up
+        fl, warm_s = self._counted_warmup(lambda: atk(x))  # also the warm-up
+        fl /= x.shape[0]
         t_attack, t_passes = time_pair(lambda: atk(x), passes, self.device,
-                                       repeats=self.repeats, warmup=0, budget_s=self.budget_s)
+                                       repeats=self._repeats(warm_s), warmup=0,
+                                       budget_s=self.budget_s)
         note = f"{calls['grad']:g} grad + {calls['plain']:g} plain metric passes"
         return Timing("", max(0.0, t_attack - t_passes) / x.shape[0], fl, x.shape[0], note)
 
