@@ -134,13 +134,16 @@ LABELS = {
     "time_s": "time per image (s)",
     "time_defense_s": "time per image (s)",
     "time_attack_s": "attack time per image (s)",
-    "pseudo_mos": "pseudo-MOS",
+    "pseudo_mos": "pseudo-MOS (0-100, full-reference)",
+    "predicted": "predicted score",
+    "train_loss": "training loss (MSE)",
+    "val_ssim": "held-out SSIM to the clean image",
     "score": "score",
     "score_clean": "score of the clean image",
     "score_attacked": "score of the attacked image",
     "score_def_clean": "score of the purified clean image",
     "score_def_attacked": "score of the purified attacked image",
-    "quality": "score",
+    "quality": "score on the range (1 = best end)",
     "level": "distortion level",
     "t": "DiffPure t (diffusion steps)",
     "t*": "DiffPure t* (diffusion steps)",
@@ -158,12 +161,14 @@ LABELS = {
     "metric": "metric",
     "image_id": "image",
     "n": "n (images)",
+    "setting": "attack setting",
+    "distortion": "distortion",
 }
 
 #: which way is better, for the measures that have a direction
 LOWER_BETTER = {"abs_gain_norm", "gain/range", "gain", "clean_abs_gain_norm", "clean_gain",
                 "time_s", "time_defense_s", "time_attack_s"}
-HIGHER_BETTER = {"psnr", "ssim", "q", "srocc", "plcc", "robustness", "recovered"}
+HIGHER_BETTER = {"psnr", "ssim", "q", "srocc", "plcc", "robustness", "recovered", "val_ssim"}
 
 
 def _key(name: str) -> str:
@@ -738,6 +743,42 @@ def tradeoff_scatter(summary, *, x: str = "Q", y: str = "Gain", hue: str = "defe
     return ax.figure
 
 
+def scatter(data, *, x: str, y: str, title: str, hue: str | None = None,
+            style: str | None = None, ax=None, n: int | str | None = None,
+            identity: bool = False):
+    """Points of ``y`` against ``x`` with readable axis labels, fixed colours for ``hue`` (metrics,
+    attacks and purifiers keep theirs; other names get a colour on first use) and markers for
+    ``style``; ``identity=True`` draws the line y = x (e.g. a prediction against its target)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    d = data.copy()
+    hue_order = pal = style_order = None
+    if hue is not None:
+        d[hue] = d[hue].astype(str)
+        hue_order = order(_kind(hue) or hue, d[hue])
+        pal = {h: color(_kind(hue) or hue, h) for h in hue_order}
+    if style is not None:
+        d[style] = d[style].astype(str)
+        style_order = order(_kind(style) or style, d[style])
+    with _styled():
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6.2, 4.6))
+        sns.scatterplot(data=d, x=x, y=y, hue=hue, hue_order=hue_order, palette=pal,
+                        style=style, style_order=style_order, ax=ax, s=26, linewidth=0.3,
+                        edgecolor="white")
+        if identity:
+            lo = float(np.nanmin(d[[x, y]].to_numpy(dtype=float)))
+            hi = float(np.nanmax(d[[x, y]].to_numpy(dtype=float)))
+            ax.plot([lo, hi], [lo, hi], color="#999999", lw=1, ls="--", zorder=1, label="y = x")
+        ax.set_xlabel(label(x))
+        ax.set_ylabel(label(y))
+        ax.set_title(titled(title, n, d))
+        if ax.get_legend() is not None:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
+    return ax.figure
+
+
 def _cmap_for(measure: str | None, cmap: str | None) -> str:
     if cmap:
         return cmap
@@ -942,12 +983,14 @@ def _log_ticks(ax, values: Sequence[float], labels_: Sequence[str], fontsize: fl
 
 
 def line(data, *, x: str, y: str, hue: str | None = None, title: str, ax=None, logx=False,
-         n: int | str | None = None):
+         n: int | str | None = None, markers: bool | None = None):
     """A measure against a parameter (e.g. score recovery against DiffPure's t).
 
     x values are placed by their number ("t5" -> 5), so they read in numeric order; on a log axis
     the ticks sit at the data's own values with non-overlapping labels. Interval columns become a
-    band; several rows per point are drawn as the mean with a 95 % bootstrap interval."""
+    band; several rows per point are drawn as the mean with a 95 % bootstrap interval. Markers
+    (default: up to 30 x values) mark the measured points; long curves such as training epochs
+    are drawn as plain lines."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -980,7 +1023,8 @@ def line(data, *, x: str, y: str, hue: str | None = None, title: str, ax=None, l
         if ax is None:
             _, ax = plt.subplots(figsize=(6, 4))
         sns.lineplot(data=d.sort_values("_x"), x="_x", y=y, hue=hue, hue_order=hue_order,
-                     palette=pal, style=hue, style_order=hue_order, markers=True, dashes=False,
+                     palette=pal, style=hue, style_order=hue_order,
+                     markers=len(tick_v) <= 30 if markers is None else markers, dashes=False,
                      ax=ax, errorbar=("ci", 95) if long_form else None, seed=0,
                      err_kws={"alpha": 0.15})
         if cis:
@@ -1003,10 +1047,144 @@ def line(data, *, x: str, y: str, hue: str | None = None, title: str, ax=None, l
     return ax.figure
 
 
+# -- figures of several panels ------------------------------------------------------------------
+
+def _legend_entries(axes) -> dict:
+    """``{label: handle}`` of every panel's legend, in first-seen order (each panel's legend is
+    then removed: a figure of panels carries one legend)."""
+    entries: dict = {}
+    for ax in axes:
+        leg = ax.get_legend()
+        if leg is None:
+            continue
+        for text, handle in zip(leg.get_texts(), leg.legend_handles):
+            entries.setdefault(text.get_text(), handle)
+        title = leg.get_title().get_text()
+        entries.setdefault("\x00title", title)
+        leg.remove()
+    return entries
+
+
+def panels(kind: str, data, *, x: str, y: str | Sequence[str], title: str,
+           col: str | None = None, hue: str | None = None, titles: Sequence[str] | None = None,
+           n: int | str | None = None, sharey: bool | None = None, caption_text: str | None = None,
+           panel_inches: tuple[float, float] | None = None, **kwargs):
+    """A row of :func:`bar` or :func:`line` panels (``kind`` "bar" / "line") with ONE legend,
+    one title with n, and an optional caption.
+
+    Either several measures (``y`` a list: one panel each, e.g. PSNR, SSIM, time; ``data`` may
+    then be a list of tables, one per measure, e.g. a per-image table where intervals exist and a
+    summary where they do not) or one measure split by a column (``col``, e.g. one panel per metric; the panels then share the y scale
+    unless ``sharey=False``). ``hue`` keeps its fixed colours in every panel, so a colour means
+    one thing across the figure. Other keywords go to the plot function (``logx``, ``sort``...).
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    draw = {"bar": bar, "line": line}[kind]
+    frames = list(data) if isinstance(data, (list, tuple)) else None
+    if frames is not None:
+        if col is not None or isinstance(y, str) or len(frames) != len(y):
+            raise ValueError("panels: a list of tables needs a list of measures y, one each")
+        jobs = [(f, m, label(m)) for f, m in zip(frames, y)]
+        data = pd.concat(frames, ignore_index=True)
+        sharey = bool(sharey)
+    elif col is not None:
+        if not isinstance(y, str):
+            raise ValueError("panels: give one measure y with col, or a list of measures without")
+        keys = order(col, data[col].astype(str).unique())
+        jobs = [(data[data[col].astype(str) == k], y, k) for k in keys]
+        sharey = True if sharey is None else sharey
+    else:
+        ys = [y] if isinstance(y, str) else list(y)
+        jobs = [(data, m, label(m)) for m in ys]
+        sharey = bool(sharey)
+    if titles is not None:
+        jobs = [(d, m, t) for (d, m, _), t in zip(jobs, titles)]
+    k = len(jobs)
+    if panel_inches is None:
+        cats = data[x].nunique() if kind == "bar" else 6
+        hues = max(1, data[hue].nunique()) if hue is not None and kind == "bar" else 1
+        panel_inches = (max(3.6, 0.26 * cats * hues ** 0.5 + 1.4), 3.4)
+    with _styled():
+        fig, axes = plt.subplots(1, k, squeeze=False, layout="constrained",
+                                 figsize=(panel_inches[0] * k + 1.6, panel_inches[1]))
+        axes = axes[0]
+        for ax, (d, m, t) in zip(axes, jobs):
+            draw(d, x=x, y=m, hue=hue, title=t, ax=ax, **kwargs)
+        if sharey and k > 1:
+            lo = min(ax.get_ylim()[0] for ax in axes)
+            hi = max(ax.get_ylim()[1] for ax in axes)
+            for ax in axes:
+                ax.set_ylim(lo, hi)
+        entries = _legend_entries(axes)
+        legend_title = entries.pop("\x00title", "")
+        if entries:
+            fig.legend(list(entries.values()), list(entries), title=legend_title,
+                       loc="outside right center")
+        suptitle(fig, title, n, data)
+        if caption_text:
+            caption(fig, caption_text)
+    return fig
+
+
+def intervals(table, measure: str = "SROCC", *, title: str | None = None, ax=None,
+              n: int | str | None = None, level: float | None = None):
+    """One measure per purifier with its interval (``"<measure> lo"`` / ``"<measure> hi"``, as
+    :func:`iqalib.evaluate.uncertainty.paper_table_ci` gives them), best at the top.
+
+    Colour = the purifier's family. With a ``vs_best`` column (``paper_table_ci``), the best is a
+    filled marker, the purifiers it cannot be told from ("tied") are filled too and the
+    distinguishably worse ones hollow and faded, so the reader sees which ranks are noise."""
+    import matplotlib.pyplot as plt
+
+    lo_col, hi_col = ci_columns(table, measure) or (None, None)
+    if lo_col is None:
+        raise KeyError(f"intervals: {measure!r} has no interval columns ('{measure} lo' / "
+                       f"'{measure} hi'); use uncertainty.paper_table_ci")
+    t = table[np.isfinite(table[measure].to_numpy(dtype=float))]
+    lower = direction(measure) == "lower"
+    names = list(t[measure].sort_values(ascending=lower).index)          # best first
+    n = n if n is not None else table.attrs.get("n_images")
+    level = level if level is not None else table.attrs.get("level", 0.95)
+    with _styled():
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6.4, 0.3 * len(names) + 1.5))
+        for i, name in enumerate(names):
+            y = len(names) - 1 - i
+            v, lo, hi = (float(t.at[name, c]) for c in (measure, lo_col, hi_col))
+            status = str(t.at[name, "vs_best"]) if "vs_best" in t.columns else ""
+            c = color("defense", str(name), by_family=True)
+            faded = status == "worse"
+            ax.plot([lo, hi], [y, y], color=c, lw=2.2, alpha=0.35 if faded else 0.9,
+                    solid_capstyle="butt")
+            ax.plot([v], [y], marker=marker(str(name)), ms=6, color=c,
+                    mfc="white" if faded else c, alpha=0.6 if faded else 1.0, zorder=3)
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels([str(nm) for nm in reversed(names)])
+        ax.set_ylim(-0.7, len(names) - 0.3)
+        ax.set_xlabel(f"{label(measure, better=True)}, {level:.0%} interval")
+        ax.set_ylabel("")
+        ax.grid(axis="y", visible=False)
+        ax.set_title(titled(title or f"{label(measure)} per purifier", n))
+        family_legend(ax, names, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        if "vs_best" in t.columns:
+            from matplotlib.lines import Line2D
+
+            leg = ax.get_legend()
+            ax.add_artist(leg)
+            ax.legend(handles=[Line2D([], [], marker="o", ls="", color="#555555",
+                                      label="tied with the best"),
+                               Line2D([], [], marker="o", ls="", color="#555555", mfc="white",
+                                      alpha=0.6, label="worse than the best")],
+                      loc="lower left", bbox_to_anchor=(1.0, 0.0), title="paired bootstrap")
+    return ax.figure
+
+
 __all__ = [
     "FAMILIES", "LABELS", "RC", "bar", "caption", "ci_columns", "color", "comparison_grid",
     "difference_map", "direction", "family", "family_legend", "grid_shape", "heatmap",
-    "heatmaps", "image_grid", "label", "line", "marker", "n_images", "n_text", "natural_key",
-    "order", "palette", "place_labels", "save_figure", "suptitle", "titled", "tradeoff_scatter",
-    "use_style", "wrap",
+    "heatmaps", "image_grid", "intervals", "label", "line", "marker", "n_images", "n_text",
+    "natural_key", "order", "palette", "panels", "place_labels", "save_figure", "scatter",
+    "suptitle", "titled", "tradeoff_scatter", "use_style", "wrap",
 ]

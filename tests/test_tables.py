@@ -90,6 +90,12 @@ def test_pivot_and_clean_cost():
     assert j["srocc"] == pytest.approx(1.0)
     none = c[c.defense == "none"]
     assert (none["gain"] == 0).all()
+    # the rows behind it: each image once per metric x purifier, whatever the attacks
+    r = tables.clean_cost_rows(df)
+    assert len(r) == 2 * 2 * 4 and not r.duplicated(["metric", "defense_label", "image_id"]).any()
+    mean = r.groupby(["metric", "defense_label"])["clean_abs_gain_norm"].mean()
+    assert np.allclose(mean.to_numpy(), c.set_index(["metric", "defense"])["abs_gain_norm"]
+                       .loc[mean.index].to_numpy())
 
 
 # --- derivations the notebooks show ---------------------------------------------------------------
@@ -236,3 +242,18 @@ def test_components_and_weights_tables_follow_the_declarations():
     assert d.loc["diffpure", "runs offline"] and d.loc["diffpure", "checkpoints"] == "-"
     assert d.loc["diffpure", "optional"] == ", ".join(DiffPure.optional_weights)
     assert "defense diffpure (optional)" in w.loc[DiffPure.optional_weights[0], "used_by"]
+
+
+def test_diffpure_sweep_rows_are_per_image_and_average_to_the_sweep():
+    df = _diffpure_tidy()
+    rows = tables.diffpure_sweep_rows(df)
+    assert set(rows.purifier) == {"diffpure", "diffpure-unsharp"} and set(rows.t) == {5, 10, 50}
+    assert "none" not in set(rows.defense_label)
+    sw = tables.diffpure_sweep(df).set_index(["purifier", "t"])
+    # one metric x attack per group here or several: the mean over the per-group means is the sweep's
+    per_group = rows.groupby(["purifier", "t", "metric", "attack_label"])[["abs_gain_norm", "psnr"]].mean()
+    back = per_group.groupby(["purifier", "t"]).mean()
+    assert np.allclose(back["abs_gain_norm"], sw.loc[back.index, "Gain/range"])
+    assert np.allclose(back["psnr"], sw.loc[back.index, "PSNR"])
+    with pytest.raises(ValueError, match="no DiffPure rows"):
+        tables.diffpure_sweep_rows(_tidy())

@@ -158,3 +158,22 @@ def test_ci_errorbars_draws_every_purifier():
     t = uncertainty.paper_table_ci(_tidy(n_images=6), n_boot=100)
     fig = uncertainty.ci_errorbars(t, "SROCC")
     assert len(fig.axes[0].get_yticklabels()) == len(t)
+
+
+def test_ranking_verdict_says_when_the_order_is_noise():
+    # two purifiers that undo the attack equally well: the order between them is noise
+    df = _tidy(n_images=6, undo={"none": 0.0, "jpeg:q50": 0.9, "flip": 0.9})
+    boot = uncertainty.bootstrap_paper_table(df, n_boot=300, seed=0)
+    t = uncertainty.paper_table_ci(boot=boot, rank_by="Gain/range")
+    first, second = t.dropna(subset=["rank"]).sort_values("rank").index[:2]
+    c = uncertainty.compare_purifiers(None, first, second, "Gain/range", boot=boot)
+    text = uncertainty.ranking_verdict(t, c)
+    assert text.startswith("On 6 images, Gain/range ranks 2 purifiers")
+    assert "1 of the other 1 cannot be told from it" in text and "indistinguishable" in text
+    # a real gap: the runner-up is distinguishably worse and the sentence says who wins
+    df = _tidy(undo={"none": 0.0, "jpeg:q50": 0.4, "flip": 0.95})
+    boot = uncertainty.bootstrap_paper_table(df, n_boot=300, seed=0)
+    t = uncertainty.paper_table_ci(boot=boot, rank_by="Gain/range")
+    c = uncertainty.compare_purifiers(None, "flip", "jpeg:q50", "Gain/range", boot=boot)
+    text = uncertainty.ranking_verdict(t, c)
+    assert "Every other purifier is distinguishably worse" in text and "flip better" in text

@@ -118,7 +118,7 @@ def test_no_label_is_a_raw_column_name():
         assert "_" not in viz.label(col), col
     assert viz.label("abs_gain_norm") == "|Δscore| / range"
     assert viz.label("time_defense_s") == "time per image (s)"
-    assert viz.label("pseudo_mos") == "pseudo-MOS"
+    assert viz.label("pseudo_mos") == "pseudo-MOS (0-100, full-reference)"
     assert viz.label("moved") == "score change / range"
     assert viz.label("psnr", better=True) == "PSNR (dB) (higher is better)"
     assert viz.label("new_thing_s") == "new thing (s)"
@@ -322,3 +322,46 @@ def test_summary_tables_plot_end_to_end():
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("attack", "purifier")
     fig = viz.tradeoff_scatter(s, x="q", y="abs_gain_norm", n=viz.n_images(df))
     assert fig.axes[0].get_xlabel().startswith("Q = ")
+
+
+# -- figures of several panels, intervals per purifier -------------------------------------------
+
+def test_panels_share_one_legend_one_scale_and_fixed_colours():
+    data = pd.concat([_rng_table(METRICS, DEFENSES[:4]).assign(ssim=0.9),
+                      _rng_table(["brisque"], DEFENSES[4:], seed=2).assign(ssim=0.8)])
+    fig = viz.panels("bar", data, x="defense", y=["abs_gain_norm", "ssim"], hue="metric",
+                     title="Clean cost", n=8)
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert len(axes) == 2 and all(ax.get_legend() is None for ax in axes)
+    assert len(fig.legends) == 1
+    legend = {t.get_text(): _hex(h.get_facecolor())
+              for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)}
+    assert legend == {m: viz.color("metric", m) for m in METRICS}
+    assert [ax.get_ylabel() for ax in axes] == ["|Δscore| / range (lower is better)",
+                                                "SSIM (higher is better)"]
+    assert "n = 8 images" in fig._suptitle.get_text()
+    # split by a column: one panel per metric, one y scale
+    fig = viz.panels("bar", data, x="defense", y="abs_gain_norm", col="metric", title="t", n=8)
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in axes] == METRICS
+    assert len({ax.get_ylim() for ax in axes}) == 1
+
+
+def test_intervals_rank_purifiers_and_fade_the_distinguishably_worse():
+    t = pd.DataFrame({"SROCC": [0.9, 0.85, 0.3, 0.1], "SROCC lo": [0.8, 0.6, 0.1, -0.2],
+                      "SROCC hi": [0.95, 0.95, 0.5, 0.3],
+                      "vs_best": ["best", "tied", "worse", ""]},
+                     index=pd.Index(["flip", "jpeg:q50", "median", "none"], name="defense"))
+    t.attrs.update({"n_images": 8, "level": 0.95})
+    fig = viz.intervals(t, "SROCC")
+    ax = fig.axes[0]
+    assert [x.get_text() for x in ax.get_yticklabels()] == ["none", "median", "jpeg:q50", "flip"]
+    assert "n = 8 images" in ax.get_title() and "95% interval" in ax.get_xlabel()
+    whiskers = {round(ln.get_xdata()[0], 6): ln for ln in ax.get_lines() if len(ln.get_xdata()) == 2}
+    assert set(whiskers) == {0.8, 0.6, 0.1, -0.2}
+    assert _hex(whiskers[0.8].get_color()) == viz.color("defense", "flip", by_family=True)
+    points = {round(ln.get_xdata()[0], 6): ln for ln in ax.get_lines() if len(ln.get_xdata()) == 1}
+    assert _hex(points[0.3].get_markerfacecolor()) == "#ffffff"          # worse: hollow
+    assert _hex(points[0.85].get_markerfacecolor()) != "#ffffff"         # tied: filled
+    with pytest.raises(KeyError, match="paper_table_ci"):
+        viz.intervals(t.drop(columns=["SROCC lo"]), "SROCC")

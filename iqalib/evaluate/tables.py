@@ -130,13 +130,21 @@ def pivot(df: pd.DataFrame, value: str = "srocc", *, columns: str = "attack") ->
     return t.reindex(_defense_order(t.index))
 
 
+def clean_cost_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows behind :func:`clean_cost_table`, one per metric x purifier x image (and seed):
+    clean rows repeat for every attack, so each image is kept once. Columns of
+    :func:`add_measures` (``clean_gain``, ``clean_abs_gain_norm``, ``defense_label``, ...): the
+    long form a figure needs for intervals over images."""
+    m = add_measures(df)
+    return m.drop_duplicates(subset=["dataset", "metric", "defense_label", "defense_params",
+                                     "seed", "image_id"]).reset_index(drop=True)
+
+
 def clean_cost_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per metric x defense: what purifying *clean* images does to the score (mean gain, mean
     gain / range, SROCC and PLCC of ``f(clean)`` vs ``f(purify(clean))``). Clean rows repeat for
     every attack; each image counts once."""
-    m = add_measures(df)
-    m = m.drop_duplicates(subset=["dataset", "metric", "defense_label", "defense_params", "seed",
-                                  "image_id"])
+    m = clean_cost_rows(df)
     rows = []
     for (metric, defense), g in m.groupby(["metric", "defense_label"], sort=True):
         sc, sdc = g["score_clean"].to_numpy(float), g["score_def_clean"].to_numpy(float)
@@ -240,6 +248,21 @@ def diffpure_sweep(df: pd.DataFrame) -> pd.DataFrame:
         time_s=("time_s", "mean")).reset_index()
     return out.rename(columns={"gain_norm": "Gain/range", "gain": "Gain", "psnr": "PSNR",
                                "ssim": "SSIM", "srocc": "SROCC"})
+
+
+def diffpure_sweep_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The DiffPure rows of a t sweep one per image (and seed), with the per-row measures of
+    :func:`add_measures` and ``purifier`` / ``t`` / ``prior`` read from ``defense_params`` as in
+    :func:`diffpure_sweep`: the long form a figure needs to draw intervals over images."""
+    sub = _diffpure_rows(df)
+    if sub.empty:
+        raise ValueError("no DiffPure rows in the table")
+    out = add_measures(sub)
+    settings = out["defense_params"].map(_diffpure_params)
+    out["purifier"] = out["defense_label"].str.split(":").str[0]
+    out["t"] = settings.map(lambda p: p.get("t"))
+    out["prior"] = settings.map(lambda p: p.get("prior"))
+    return out.reset_index(drop=True)
 
 
 def best_purifiers(table: pd.DataFrame, k: int = 3, *, by: str = "SROCC",
@@ -346,11 +369,13 @@ __all__ = [
     "add_measures",
     "attack_effect",
     "best_purifiers",
+    "clean_cost_rows",
     "clean_cost_table",
     "components_table",
     "declared_weights",
     "diffpure_priors",
     "diffpure_sweep",
+    "diffpure_sweep_rows",
     "flip_comparison",
     "metrics_table",
     "paper_table",

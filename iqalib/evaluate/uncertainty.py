@@ -290,34 +290,45 @@ def compare_purifiers(df: pd.DataFrame | None, a: str, b: str, measure: str = "S
             "n_images": boot.n_images, "n_boot": boot.n_boot, "level": level}
 
 
-def ci_errorbars(table: pd.DataFrame, measure: str = "SROCC", *, ax=None, title: str | None = None):
-    """A horizontal error-bar chart of ``measure`` per purifier from :func:`paper_table_ci`
-    (point and its interval; the best is drawn filled, purifiers tied with it hollow, the
-    distinguishably worse ones grey). Returns the figure."""
-    import matplotlib.pyplot as plt
-
-    lo, hi = table[f"{measure} lo"], table[f"{measure} hi"]
-    order = table[measure].sort_values(ascending=measure in LOWER_IS_BETTER).index[::-1]
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6.5, 0.32 * len(order) + 1.4))
-    else:
-        fig = ax.figure
-    for y, name in enumerate(order):
-        v = table.at[name, measure]
-        status = table.at[name, "vs_best"] if "vs_best" in table.columns else ""
-        colour = "0.6" if status == "worse" else "C0"
-        ax.plot([lo[name], hi[name]], [y, y], color=colour, lw=2)
-        ax.plot([v], [y], "o", color=colour, mfc=colour if status != "tied" else "white")
-    ax.set_yticks(range(len(order)), [str(o) for o in order])
+def ranking_verdict(table: pd.DataFrame, comparison: dict | None = None) -> str:
+    """What a :func:`paper_table_ci` ranking can be trusted for, in plain words: how many
+    purifiers cannot be told from the best on these images, and (with ``comparison`` from
+    :func:`compare_purifiers`) whether the best beats the runner-up. For a notebook's reader."""
+    measure = table.attrs.get("rank_by", "SROCC")
     n = table.attrs.get("n_images", "?")
     level = table.attrs.get("level", 0.95)
-    ax.set_xlabel(f"{measure} ({level:.0%} bootstrap interval over {n} images)")
-    ax.set_title(title or f"{measure} per purifier")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    return fig
+    ranked = table[table["vs_best"] != ""].sort_values("rank")
+    if ranked.empty:
+        return f"No purifier has a finite {measure}: nothing to rank."
+    best = str(ranked.index[0])
+    tied = [str(i) for i in ranked.index[ranked["vs_best"] == "tied"]]
+    text = (f"On {n} images, {measure} ranks {len(ranked)} purifiers; {best} is first "
+            f"(best in {ranked['p_best'].iloc[0]:.0%} of the resamples). ")
+    if tied:
+        text += (f"{len(tied)} of the other {len(ranked) - 1} cannot be told from it at "
+                 f"{level:.0%} (paired bootstrap): their order is noise")
+        text += f" ({', '.join(tied[:6])}{', ...' if len(tied) > 6 else ''}). "
+    else:
+        text += "Every other purifier is distinguishably worse. "
+    if comparison is not None:
+        c = comparison
+        text += (f"{c['a']} vs {c['b']}: difference {c['diff']:+.3f}, {level:.0%} interval "
+                 f"[{c['diff_lo']:+.3f}, {c['diff_hi']:+.3f}], p = {c['p_value']:.2f}: ")
+        text += ("the two are indistinguishable on these images."
+                 if c["verdict"] == "indistinguishable" else f"{c['verdict']}.")
+    return text.strip()
+
+
+def ci_errorbars(table: pd.DataFrame, measure: str = "SROCC", *, ax=None, title: str | None = None):
+    """One measure per purifier from :func:`paper_table_ci`, point and interval, best at the top,
+    in the workbook's house style (:func:`iqalib.viz.intervals`: family colours; the purifiers
+    distinguishably worse than the best hollow and faded). Returns the figure."""
+    from .. import viz
+
+    return viz.intervals(table, measure, ax=ax, title=title)
 
 
 __all__ = ["CI_MEASURES", "LOWER_IS_BETTER", "PAPER_NAMES", "BootstrapTable",
            "bootstrap_paper_table", "ci_errorbars", "compare_purifiers", "paper_table_ci",
+           "ranking_verdict",
            "summary_ci"]
