@@ -40,6 +40,8 @@ def test_a_slow_warm_up_plans_fewer_repeats():
     assert repeats_within(20.0, 6.0, 5) == 3
     assert repeats_within(20.0, 12.0, 5) == 1      # half the budget or more: one repeat
     assert repeats_within(20.0, 300.0, 5) == 1     # never none
+    assert repeats_within(20.0, 300.0, 5, min_repeats=3) == 3  # a ratio rests on three
+    assert repeats_within(20.0, 300.0, 2, min_repeats=3) == 2  # and never more than asked
     calls = []
 
     def slow():
@@ -51,6 +53,9 @@ def test_a_slow_warm_up_plans_fewer_repeats():
     calls.clear()
     time_pair(slow, slow, repeats=50, warmup=1, budget_s=0.1)
     assert len(calls) == 4
+    calls.clear()
+    time_pair(slow, slow, repeats=50, warmup=1, budget_s=0.01, min_repeats=3)
+    assert len(calls) == 2 + 2 * 3  # the budget is spent, the floor still holds
 
 
 # -- counting -------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 profile run from timed components.
 
 - ``python -m iqalib bench`` (``make bench``): one table, every goal with its measured ratio,
-  its target and PASS / MISS (:mod:`.ratios`), median of ``--repeats`` alternating repeats.
+  its target and PASS / MISS (:mod:`.ratios`), median of ``--repeats`` alternating repeats
+  (fewer, never under three, where they would overrun ``--budget`` seconds per ratio).
 - ``python -m iqalib bench --project paper`` (``make bench PROFILE=paper``): the goals, then
   the paper run counted (:mod:`.plan`), its components timed on this device with random
   weights of the real architectures (:mod:`.projection`), and the hours it would take here,
@@ -36,6 +37,9 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--size", type=int, default=224, help="image side of the goals (default 224)")
     p.add_argument("--batch", type=int, default=4, help="images per batch of the goals (default 4)")
     p.add_argument("--repeats", type=int, default=5, help="alternating repeats per ratio (default 5)")
+    p.add_argument("--budget", type=float, default=60.0,
+                   help="seconds per ratio: fewer repeats (never under 3) when the warm-up shows "
+                        "that --repeats would take longer (default 60; 0: no budget)")
     p.add_argument("--metric", default="effnet-iqa", help="metric the attack goals attack")
     p.add_argument("--sections", nargs="*", default=list(SECTIONS), choices=list(SECTIONS),
                    help="goal sections to run (default all)")
@@ -67,9 +71,12 @@ def cli(argv: list[str]) -> int:
         from . import ratios
 
         df = ratios.run(dev, size=a.size, batch=a.batch, repeats=a.repeats, metric=a.metric,
-                        sections=tuple(a.sections), dask_images=a.dask_images)
+                        sections=tuple(a.sections), dask_images=a.dask_images,
+                        budget_s=a.budget or None)
+        within = (f" (at least {ratios.MIN_REPEATS} within {a.budget:g} s per ratio)"
+                  if a.budget else "")
         _print_goals(df, f"Goals of `make bench` on {device_name(dev)}; median of {a.repeats} "
-                         f"alternating repeats; load average {load_average()}")
+                         f"alternating repeats{within}; load average {load_average()}")
         if a.out:
             df.to_csv(a.out, index=False)
     if a.project:

@@ -29,6 +29,9 @@ import torch
 from .counting import count_purifier_calls
 from .timing import time_pair, timeit
 
+#: the fewest alternating repeats a ratio rests on, whatever its time budget
+MIN_REPEATS = 3
+
 
 def _row(goal: str, measured: float, target: str, ok: bool | None, detail: str,
          ours_s: float | None = None, reference_s: float | None = None) -> dict:
@@ -47,7 +50,7 @@ def photos(n: int, size: int, device: torch.device) -> torch.Tensor:
 
 # -- attacks -------------------------------------------------------------------------------
 def attack_goals(metric_name: str, x: torch.Tensor, device, repeats: int,
-                 steps: int = 10) -> list[dict]:
+                 steps: int = 10, budget_s: float | None = None) -> list[dict]:
     """I-FGSM step vs the bare forward+backward; our I-FGSM vs torchattacks' BIM."""
     from ..api import load_attack, load_metric
 
@@ -59,7 +62,8 @@ def attack_goals(metric_name: str, x: torch.Tensor, device, repeats: int,
             xi = x.detach().requires_grad_(True)
             torch.autograd.grad(metric(xi).sum(), xi)
 
-    t_attack, t_bare = time_pair(lambda: attack(x), bare_loop, device, repeats=repeats)
+    timing = dict(repeats=repeats, budget_s=budget_s, min_repeats=MIN_REPEATS)
+    t_attack, t_bare = time_pair(lambda: attack(x), bare_loop, device, **timing)
     shape = f"batch {x.shape[0]} x {x.shape[-1]} px"
     rows = [_row("attack step / bare forward+backward", t_attack / t_bare, "<= 1.05",
                  t_attack / t_bare <= 1.05,
@@ -70,8 +74,7 @@ def attack_goals(metric_name: str, x: torch.Tensor, device, repeats: int,
 
         bim = torchattacks_attack("BIM", metric, eps=10 / 255, alpha=1 / 255, steps=steps)
         labels = ScoreAsLogits.labels_for(x)
-        t_ours, t_bim = time_pair(lambda: attack(x), lambda: bim(x, labels), device,
-                                  repeats=repeats)
+        t_ours, t_bim = time_pair(lambda: attack(x), lambda: bim(x, labels), device, **timing)
         rows.append(_row("our I-FGSM / torchattacks BIM", t_ours / t_bim, "<= 1.0",
                          t_ours / t_bim <= 1.0,
                          f"eps 10/255, alpha 1/255, {steps} steps on {metric_name}, {shape}",
@@ -83,7 +86,8 @@ def attack_goals(metric_name: str, x: torch.Tensor, device, repeats: int,
 
 
 # -- DiffPure ------------------------------------------------------------------------------
-def diffpure_goal(x: torch.Tensor, device, repeats: int, t: int = 10) -> list[dict]:
+def diffpure_goal(x: torch.Tensor, device, repeats: int, t: int = 10,
+                  budget_s: float | None = None) -> list[dict]:
     """DiffPure (FFDNet prior) vs the bare prior evaluations its sampler makes."""
     from ..api import load_defense
 
@@ -100,7 +104,8 @@ def diffpure_goal(x: torch.Tensor, device, repeats: int, t: int = 10) -> list[di
             for step, abar in levels:
                 prior(x_t, step, abar)
 
-    t_sampler, t_net = time_pair(lambda: defense(x), bare, device, repeats=repeats)
+    t_sampler, t_net = time_pair(lambda: defense(x), bare, device, repeats=repeats,
+                                 budget_s=budget_s, min_repeats=MIN_REPEATS)
     return [_row(f"DiffPure t={t} / its bare prior calls", t_sampler / t_net, "<= 1.10",
                  t_sampler / t_net <= 1.10,
                  f"FFDNet prior, {defense.nfe} calls at {side} px, batch {x.shape[0]} "
@@ -200,7 +205,7 @@ def ffdnet_psnr(device) -> list[dict]:
                  f"astronaut 256 px + noise 25/255: {before:.1f} dB -> {after:.1f} dB")]
 
 
-def throughput(x: torch.Tensor, device, repeats: int) -> list[dict]:
+def throughput(x: torch.Tensor, device, repeats: int, budget_s: float | None = None) -> list[dict]:
     """Images per second of every registered purifier that runs here (default settings)."""
     from ..api import list_defenses, load_defense
     from ..errors import MissingWeightsError
@@ -212,7 +217,7 @@ def throughput(x: torch.Tensor, device, repeats: int) -> list[dict]:
         except MissingWeightsError:
             continue
         with torch.no_grad():
-            t = timeit(lambda: defense(x), device, repeats=repeats)
+            t = timeit(lambda: defense(x), device, repeats=repeats, budget_s=budget_s)
         rates.append(f"{name} {x.shape[0] / t:.3g}")
     return [_row("purifier throughput (images/s)", float("nan"), "", None,
                  f"{x.shape[-1]} px, batch {x.shape[0]}: " + ", ".join(rates))]
@@ -223,9 +228,13 @@ SECTIONS = ("attack", "diffpure", "dask", "repeated", "ffdnet", "throughput")
 
 def run(device="auto", *, size: int = 224, batch: int = 4, repeats: int = 5,
         metric: str = "effnet-iqa", sections=SECTIONS, dask_images: int = 16,
-        progress: bool = True):
+        budget_s: float | None = 60.0, progress: bool = True):
     """Every section; a DataFrame with one row per goal (``goal``, ``measured``, ``target``,
-    ``status``, ``ours_s``, ``reference_s``, ``detail``)."""
+    ``status``, ``ours_s``, ``reference_s``, ``detail``).
+
+    ``repeats`` alternating repeats per ratio, fewer (never under :data:`MIN_REPEATS`) when
+    the warm-up shows they would take more than ``budget_s`` seconds (a loaded machine, a slow
+    CPU); ``None``: always ``repeats``."""
     import pandas as pd
 
     from ..device import resolve_device
@@ -233,12 +242,12 @@ def run(device="auto", *, size: int = 224, batch: int = 4, repeats: int = 5,
     dev = resolve_device(device)
     x = photos(batch, size, dev)
     jobs = {
-        "attack": lambda: attack_goals(metric, x, dev, repeats),
-        "diffpure": lambda: diffpure_goal(x, dev, repeats),
+        "attack": lambda: attack_goals(metric, x, dev, repeats, budget_s=budget_s),
+        "diffpure": lambda: diffpure_goal(x, dev, repeats, budget_s=budget_s),
         "dask": lambda: dask_goal(dask_images),
         "repeated": lambda: repeated_work_goal(),
         "ffdnet": lambda: ffdnet_psnr(dev),
-        "throughput": lambda: throughput(x, dev, max(1, repeats // 2)),
+        "throughput": lambda: throughput(x, dev, max(1, repeats // 2), budget_s=budget_s),
     }
     rows: list[dict] = []
     for name in sections:
@@ -253,5 +262,5 @@ def run(device="auto", *, size: int = 224, batch: int = 4, repeats: int = 5,
     return pd.DataFrame(rows)
 
 
-__all__ = ["SECTIONS", "attack_goals", "dask_goal", "diffpure_goal", "ffdnet_psnr",
+__all__ = ["MIN_REPEATS", "SECTIONS", "attack_goals", "dask_goal", "diffpure_goal", "ffdnet_psnr",
            "limit_torch_threads", "photos", "repeated_work_goal", "run", "throughput"]

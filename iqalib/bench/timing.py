@@ -28,55 +28,58 @@ def _timed(fn: Callable[[], object], device) -> float:
     return time.perf_counter() - t0
 
 
-def repeats_within(budget_s: float | None, per_repeat_s: float, repeats: int) -> int:
+def repeats_within(budget_s: float | None, per_repeat_s: float, repeats: int,
+                   min_repeats: int = 1) -> int:
     """How many of ``repeats`` fit in ``budget_s`` when one repeat takes ``per_repeat_s``
-    (read off the warm-up): at least one, at most ``repeats``; all of them without a budget
-    or without a warm-up to go by (``per_repeat_s`` 0)."""
+    (read off the warm-up): at least ``min_repeats`` (and one), at most ``repeats``; all of
+    them without a budget or without a warm-up to go by (``per_repeat_s`` 0)."""
     repeats = max(1, int(repeats))
+    floor = max(1, min(int(min_repeats), repeats))
     if budget_s is None or per_repeat_s <= 0:
         return repeats
-    return max(1, min(repeats, int(budget_s // per_repeat_s)))
+    return max(floor, min(repeats, int(budget_s // per_repeat_s)))
 
 
 def timeit(fn: Callable[[], object], device=None, *, repeats: int = 3, warmup: int = 1,
-           budget_s: float | None = None) -> float:
+           budget_s: float | None = None, min_repeats: int = 1) -> float:
     """Median wall time of ``fn()`` in seconds over ``repeats`` calls after ``warmup`` calls
     that do not count.
 
     ``budget_s`` bounds the timed calls: when the last warm-up call took a large share of the
     budget, fewer repeats are planned (:func:`repeats_within`: one, when a call takes half the
     budget or more), and repeating stops early once the timed calls have used the budget. At
-    least one timed call is always made: the CPU projection times 550M-parameter networks
-    where one call takes minutes."""
+    least ``min_repeats`` timed calls (default one) are always made: the CPU projection times
+    550M-parameter networks where one call takes minutes."""
     warm = 0.0
     for _ in range(warmup):
         warm = _timed(fn, device)
     sync(device)
     times: list[float] = []
-    for _ in range(repeats_within(budget_s, warm, repeats)):
+    for i in range(repeats_within(budget_s, warm, repeats, min_repeats)):
         times.append(_timed(fn, device))
-        if budget_s is not None and sum(times) >= budget_s:
+        if budget_s is not None and i + 1 >= min_repeats and sum(times) >= budget_s:
             break
     return statistics.median(times)
 
 
 def time_pair(ours: Callable[[], object], reference: Callable[[], object], device=None, *,
-              repeats: int = 5, warmup: int = 1,
-              budget_s: float | None = None) -> tuple[float, float]:
+              repeats: int = 5, warmup: int = 1, budget_s: float | None = None,
+              min_repeats: int = 1) -> tuple[float, float]:
     """Median seconds of ``ours()`` and of ``reference()``, timed alternately (ours, reference,
     ours, ...) after ``warmup`` untimed calls of each. ``budget_s`` bounds both sides together
     as in :func:`timeit`: fewer repeats are planned when the last warm-up pair took a large
-    share of it, and repeating stops after the repeat in which they passed it."""
+    share of it (never fewer than ``min_repeats``), and repeating stops after the repeat in
+    which they passed it."""
     warm = 0.0
     for _ in range(warmup):
         warm = _timed(ours, device) + _timed(reference, device)
     sync(device)
     a: list[float] = []
     b: list[float] = []
-    for _ in range(repeats_within(budget_s, warm, repeats)):
+    for i in range(repeats_within(budget_s, warm, repeats, min_repeats)):
         a.append(_timed(ours, device))
         b.append(_timed(reference, device))
-        if budget_s is not None and sum(a) + sum(b) >= budget_s:
+        if budget_s is not None and i + 1 >= min_repeats and sum(a) + sum(b) >= budget_s:
             break
     return statistics.median(a), statistics.median(b)
 
