@@ -6,6 +6,7 @@ iqalib's own loaders; the NIPS'17 stand-in fetched by ``make data``'s code. The 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -110,3 +111,42 @@ def test_nips17_stand_in_goes_through_make_data(env, monkeypatch):
     ref = datasets._nips_crop((mirror / "flickr" / photos[0]["file"]).read_bytes(),
                               *(float(photos[0][k]) for k in ("x1", "y1", "x2", "y2")))
     np.testing.assert_array_equal(first, np.asarray(ref))
+
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_a_paper_profile_notebook_runs_on_one_nips17_image(env, monkeypatch):
+    """Notebook 10 under the rehearsal profile (the paper's MetaIQA on NIPS'17 data) on one
+    image, with the MetaIQA and NIPS'17 stand-ins fetched through the mirror as ``make weights
+    WEIGHTS=metaiqa`` and ``make data`` fetch them and every other route to the network shut."""
+    import papermill as pm
+    import yaml
+
+    from iqalib import study
+
+    root = Path(__file__).resolve().parents[1]
+    closed = "http://127.0.0.1:9"  # a download that bypasses the mirror fails at once
+    for k, v in {"IQALIB_RESULTS": env / "results", "IQALIB_FIGURES": env / "figures",
+                 "IQALIB_CACHE": env / "cache", "TORCH_HOME": env / "torch-home",
+                 "HF_HUB_OFFLINE": "1", "http_proxy": closed, "https_proxy": closed,
+                 "HTTP_PROXY": closed, "HTTPS_PROXY": closed, "MPLBACKEND": "Agg",
+                 "no_proxy": "127.0.0.1", "NO_PROXY": "127.0.0.1"}.items():
+        monkeypatch.setenv(k, str(v))
+    mirror = env / "mirror"
+    checkpoints.write_checkpoint("metaiqa", mirror / "weights")
+    photos = nips17.write_photos(mirror / "flickr", n=2)
+    with FileServer(root=mirror) as srv:
+        nips17.write_csv(mirror / "nips17" / "dev_dataset.csv", photos, srv.url + "/flickr")
+        monkeypatch.setenv("IQALIB_MIRROR", srv.url)
+        assert weights.cli(["fetch", "metaiqa", "--no-progress"]) == 0
+        assert datasets.cli(["fetch", "nips17", "--no-progress", "--workers", "2"]) == 0
+    assert study.settings("rehearsal", "10_interactive")["compare"]["metric"] in \
+        study.PAPER_METRICS
+    params = yaml.safe_load((root / "notebooks/params/rehearsal.yaml").read_text())
+    nb = root / "notebooks" / "10_interactive.ipynb"
+    pm.execute_notebook(str(nb), str(env / nb.name), parameters={**params, "N_IMAGES": 1},
+                        kernel_name="python3", cwd=str(nb.parent), progress_bar=False,
+                        log_output=False)
+    figs = {p.name for p in (env / "figures").glob("*.png")}
+    assert {"10_compare.png", "10_strength.png"} <= figs

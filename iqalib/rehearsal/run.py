@@ -26,6 +26,12 @@ first download). The steps, each timed and checked:
 A JSON report (``<work>/report.json``) lists each step with its time, peak memory and outcome.
 Exit status 0 only when every step passed. The work folder is deleted after a run that passed
 (``--keep`` keeps it) and kept after one that failed, for inspection.
+
+``--reuse`` reruns in an earlier run's work folder: steps 1 and 3-5 are not run again where
+that run's report says they passed (its checkpoints, weights and data are used as they are);
+the notebooks (those of ``--notebooks``, or all) and step 7 (when notebook 04 is among them)
+run again. The report keeps the earlier run's entries and replaces those that ran again. The
+measured run starts from nothing.
 """
 from __future__ import annotations
 
@@ -75,7 +81,8 @@ class Rehearsal:
     """One rehearsal in ``work`` (see the module docstring)."""
 
     def __init__(self, work: Path, *, n_photos: int = 8, notebooks: list[str] | None = None,
-                 skip_notebooks: bool = False, nb_timeout: int | None = None, seed: int = 0):
+                 skip_notebooks: bool = False, nb_timeout: int | None = None, seed: int = 0,
+                 reuse: bool = False):
         self.work = work
         self.mirror = work / "mirror"
         self.data = work / "data"
@@ -85,6 +92,9 @@ class Rehearsal:
         self.skip_notebooks = skip_notebooks
         self.nb_timeout = nb_timeout
         self.seed = seed
+        self.reuse = reuse
+        #: the steps of the earlier run in ``work`` (``--reuse``), by name
+        self.earlier: dict[str, dict] = {}
         self.steps: list[Step] = []
         self.srv: FileServer | None = None
         self.env: dict[str, str] = {}
@@ -94,7 +104,12 @@ class Rehearsal:
     def log(self, msg: str) -> None:
         print(msg, flush=True)
 
-    def step(self, name: str, fn) -> Step:
+    def step(self, name: str, fn, *, reusable: bool = False) -> Step:
+        """Run ``fn(step)`` as the step ``name``; a ``reusable`` step that passed in the
+        earlier run of ``--reuse`` is not run again (its earlier entry stays in the report)."""
+        if reusable and self.earlier.get(name, {}).get("ok"):
+            self.log(f"\n== {name}\n   -> ok in the earlier run (reused)")
+            return Step(name, ok=True)
         st = Step(name)
         self.log(f"\n== {name}")
         t0 = time.perf_counter()
@@ -151,6 +166,9 @@ class Rehearsal:
     def write_overrides(self) -> Path:
         """The stand-ins cannot carry the hash prefixes that torchvision / pyiqa publish in
         their file names: state the stand-ins' own prefixes instead (checked just the same)."""
+        p = self.work / "catalogue-overrides.json"
+        if self.reuse and p.is_file():
+            return p
         from .. import weights
         from ..download import sha256_file
 
@@ -165,7 +183,6 @@ class Rehearsal:
                 fields["size"] = f.stat().st_size
             if fields:
                 over[name] = fields
-        p = self.work / "catalogue-overrides.json"
         p.write_text(json.dumps(over, indent=1, sort_keys=True))
         return p
 
@@ -386,11 +403,14 @@ class Rehearsal:
         t0 = time.perf_counter()
         self.checkout = _snapshot()
         self.mirror.mkdir(parents=True, exist_ok=True)
+        report = self.work / "report.json"
+        if self.reuse and report.is_file():
+            self.earlier = {s["name"]: s for s in json.loads(report.read_text())["steps"]}
         with FileServer(root=self.mirror) as srv:
             self.srv = srv
             self.log(f"rehearsal in {self.work}; local server {srv.url}")
             if not self.step("stand-in checkpoints in their official layouts",
-                             self.write_checkpoints).ok:
+                             self.write_checkpoints, reusable=True).ok:
                 return self.finish(t0)
             self.env = self.environment(self.write_overrides())
             (self.work / "env.sh").write_text("".join(  # to rerun a step by hand afterwards
@@ -400,19 +420,20 @@ class Rehearsal:
                              self.write_nips17).ok:
                 return self.finish(t0)
             self.step(f"corrupt {CORRUPTED} on the server: make weights fails, nothing left",
-                      self.check_corrupt)
+                      self.check_corrupt, reusable=True)
             self.step(f"make weights through IQALIB_MIRROR ({INTERRUPTED} dropped halfway, "
-                      "then resumed)", self.fetch_weights)
+                      "then resumed)", self.fetch_weights, reusable=True)
             self.step(f"weights fetch {CHANGED} --force against a changed upstream file",
-                      self.check_force)
-            self.step("weights list", self.list_weights)
-            data_ok = self.step("make data through IQALIB_MIRROR", self.fetch_data).ok
+                      self.check_force, reusable=True)
+            self.step("weights list", self.list_weights, reusable=True)
+            data_ok = self.step("make data through IQALIB_MIRROR", self.fetch_data,
+                                reusable=True).ok
             if self.skip_notebooks or not data_ok:
                 return self.finish(t0)
             for nb in self.notebooks():
                 self.step(f"notebook {nb.stem} (profile {PROFILE})",
                           lambda st, nb=nb: self.run_notebook(nb, st))
-            if not self.notebook_patterns:
+            if any(nb.stem == REMOVED[1] for nb in self.notebooks()):
                 self.step(f"{REMOVED[0]} removed: {REMOVED[2]} skipped, {REMOVED[1]} finishes",
                           self.check_missing)
         return self.finish(t0)
@@ -424,10 +445,16 @@ class Rehearsal:
         return self._report(t0)
 
     def _report(self, t0: float) -> bool:
+        # this run's steps replace the earlier run's of the same name (--reuse); the earlier
+        # run's other steps keep their entries
+        ran = {s.name: asdict(s) for s in self.steps}
+        reused = [name for name in self.earlier if name not in ran]
+        steps = [ran.pop(name, old) for name, old in self.earlier.items()] + list(ran.values())
+        self.steps = [Step(**s) for s in steps]
         ok = bool(self.steps) and all(s.ok for s in self.steps)
         report = {"ok": ok, "seconds": round(time.perf_counter() - t0, 1),
                   "peak_rss_mb": round(_peak_rss_mb(), 1), "work": str(self.work),
-                  "steps": [asdict(s) for s in self.steps]}
+                  "reused_steps": reused, "steps": steps}
         (self.work / "report.json").write_text(json.dumps(report, indent=1))
         self.log("\n== summary")
         for s in self.steps:
@@ -476,9 +503,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="only these notebooks (name prefixes or globs, e.g. 00 03_*)")
     ap.add_argument("--skip-notebooks", action="store_true",
                     help="stop after make weights / make data")
+    ap.add_argument("--reuse", action="store_true",
+                    help="with --workdir: rerun in an earlier run's folder; the checkpoint, weights "
+                         "and data steps that passed there are not run again, the notebooks are")
     ap.add_argument("--notebook-timeout", type=int, default=None,
                     help="seconds per notebook (default: none, as `make reproduce`)")
     args = ap.parse_args(argv)
+    if args.reuse and not args.workdir:
+        print("--reuse needs --workdir (the earlier run's folder)", file=sys.stderr)
+        return 2
     if not 2 <= args.photos <= 8:
         print("--photos must be between 2 and 8", file=sys.stderr)
         return 2
@@ -486,7 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(tempfile.mkdtemp(prefix="iqalib-rehearsal-"))
     work.mkdir(parents=True, exist_ok=True)
     r = Rehearsal(work, n_photos=args.photos, notebooks=args.notebooks,
-                  skip_notebooks=args.skip_notebooks, nb_timeout=args.notebook_timeout or None)
+                  skip_notebooks=args.skip_notebooks, nb_timeout=args.notebook_timeout or None,
+                  reuse=args.reuse)
     ok = r.run()
     if ok and not args.keep and not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
