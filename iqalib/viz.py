@@ -833,12 +833,13 @@ def heatmap(pivot, *, title: str, cmap: str | None = None, fmt: str = ".2f", ax=
 def heatmaps(pivots: Mapping[str, Any], *, title: str, measure: str | None = None,
              cmap: str | None = None, fmt: str = ".2f", vmin: float | None = None,
              vmax: float | None = None, cbar_label: str | None = None,
-             n: int | str | None = None, cell_inches: float = 0.55):
+             n: int | str | None = None, cell_inches: float = 0.55, drop_empty: bool = True):
     """A row of heatmaps (one per key, e.g. per metric) on ONE colour scale with ONE colour bar.
 
-    Every panel gets the same rows and columns in the house order (missing cells stay blank), so
-    a cell means the same thing in every panel; ``vmin`` / ``vmax`` default to the range over all
-    panels."""
+    Every panel gets the same rows and the same columns in the house order (missing cells stay
+    blank), so a cell means the same thing in every panel; ``drop_empty`` (default) leaves out a
+    panel's columns that are empty in it (an attack a metric does not run) and sizes each panel
+    to its columns. ``vmin`` / ``vmax`` default to the range over all panels."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -847,6 +848,10 @@ def heatmaps(pivots: Mapping[str, Any], *, title: str, measure: str | None = Non
     rows = _axis_order(first.index.name, [i for p in frames for i in p.index])
     cols = _axis_order(first.columns.name, [c for p in frames for c in p.columns])
     panels = {k: _ordered_pivot(p, rows, cols) for k, p in pivots.items()}
+    if drop_empty:
+        panels = {k: p.loc[:, p.notna().any(axis=0)] if p.notna().any().any() else p
+                  for k, p in panels.items()}
+    widths = [max(1, p.shape[1]) for p in panels.values()]
     values = np.concatenate([p.to_numpy(dtype=float).ravel() for p in panels.values()])
     values = values[np.isfinite(values)]
     lo = float(values.min()) if vmin is None and values.size else vmin
@@ -855,7 +860,8 @@ def heatmaps(pivots: Mapping[str, Any], *, title: str, measure: str | None = Non
     with _styled():
         fig, axes = plt.subplots(
             1, k, squeeze=False, sharey=True, layout="constrained",
-            figsize=(max(4.0, cell_inches * len(cols) + 0.6) * k + 1.4,
+            gridspec_kw={"width_ratios": widths},
+            figsize=(max(4.0, cell_inches * sum(widths) + 0.6 * k) + 2.6,
                      max(2.8, 0.36 * len(rows) + 1.8)))
         for i, (ax, (name, data)) in enumerate(zip(axes[0], panels.items())):
             sns.heatmap(data, annot=True, fmt=fmt, cmap=_cmap_for(measure, cmap), ax=ax,
@@ -1112,6 +1118,7 @@ def panels(kind: str, data, *, x: str, y: str | Sequence[str], title: str,
         axes = axes[0]
         for ax, (d, m, t) in zip(axes, jobs):
             draw(d, x=x, y=m, hue=hue, title=t, ax=ax, **kwargs)
+            ax.set_title(t)          # the n goes once into the figure's title, not every panel's
         if sharey and k > 1:
             lo = min(ax.get_ylim()[0] for ax in axes)
             hi = max(ax.get_ylim()[1] for ax in axes)

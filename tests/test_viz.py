@@ -198,6 +198,15 @@ def test_heatmaps_share_one_scale_and_one_colour_bar():
     rows = [[t.get_text() for t in ax.get_yticklabels()] for ax in panels[:1]]
     assert rows[0] == ["identity", "flip", "median"]
     assert fig.axes[3].get_ylabel() == "|Δscore| / range (lower is better)"
+    # an attack one metric does not run: its column leaves that panel, which is drawn narrower
+    pivots["brisque"] = pivots["brisque"].assign(madc=np.nan, ssah=np.nan)
+    pivots["effnet-iqa"] = pivots["effnet-iqa"].assign(madc=0.5, ssah=0.5)
+    fig = viz.heatmaps(pivots, measure="abs_gain_norm", title="Gain", n=8)
+    cols = {ax.get_title(): [t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes[:3]}
+    assert cols["effnet-iqa"] == ["ifgsm", "madc", "ssah", "advcf"]
+    assert cols["brisque"] == ["ifgsm", "advcf"]
+    widths = {ax.get_title(): ax.get_position().width for ax in fig.axes[:3]}
+    assert widths["brisque"] < 0.7 * widths["effnet-iqa"]
 
 
 # -- n and intervals ------------------------------------------------------------------------------
