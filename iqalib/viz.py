@@ -613,8 +613,10 @@ def comparison_grid(columns: Mapping[str, torch.Tensor], scores: Mapping[str, Se
     total = min(int(v.shape[0]) for v in columns.values())
     n_rows = min(max_rows, total)
     with _styled():
-        fig, axes = plt.subplots(n_rows, len(titles), squeeze=False,
-                                 figsize=(cell_inches * len(titles), cell_inches * n_rows + 0.5))
+        # each row: the square image plus a line for its score under it (never under the next row)
+        fig, axes = plt.subplots(n_rows, len(titles), squeeze=False, layout="constrained",
+                                 figsize=(cell_inches * len(titles),
+                                          (cell_inches + 0.3) * n_rows + 0.6))
         for r in range(n_rows):
             for c, col in enumerate(titles):
                 ax = axes[r, c]
@@ -629,7 +631,6 @@ def comparison_grid(columns: Mapping[str, torch.Tensor], scores: Mapping[str, Se
         shown = n if n is not None else (f"n = {n_rows} of {total} images" if n_rows < total
                                          else n_text(total))
         fig.suptitle(titled(title, shown), fontsize=RC["axes.titlesize"])
-        fig.tight_layout()
     return fig
 
 

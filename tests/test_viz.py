@@ -374,3 +374,19 @@ def test_intervals_rank_purifiers_and_fade_the_distinguishably_worse():
     assert _hex(points[0.85].get_markerfacecolor()) != "#ffffff"         # tied: filled
     with pytest.raises(KeyError, match="paper_table_ci"):
         viz.intervals(t.drop(columns=["SROCC lo"]), "SROCC")
+
+
+def test_comparison_grid_scores_never_sit_under_the_next_row():
+    cols = {name: torch.rand(3, 3, 32, 32) for name in ("clean", "ifgsm", "advcf", "flip")}
+    scores = {name: [1.0, 2.0, 3.0] for name in cols}
+    fig = viz.comparison_grid(cols, scores, metric_name="effnet-iqa", cell_inches=1.9)
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    rows = {}
+    for ax in fig.axes:
+        rows.setdefault(round(ax.get_position().y0, 3), []).append(ax)
+    tops = sorted(rows, reverse=True)
+    for upper, lower in itertools.pairwise(tops):
+        label_bottom = min(ax.xaxis.label.get_window_extent(r).y0 for ax in rows[upper])
+        image_top = max(ax.get_window_extent(r).y1 for ax in rows[lower])
+        assert label_bottom >= image_top
