@@ -120,7 +120,7 @@ LABELS = {
     "abs_gain_norm": "|Δscore| / range",
     "gain/range": "|Δscore| / range",
     "gain": "Gain |Δscore| / |clean score|",
-    "clean_abs_gain_norm": "|Δscore| on clean images / range",
+    "clean_abs_gain_norm": "clean |Δscore| / range",
     "clean_gain": "Gain on clean images",
     "score_change/range": "score change / range",
     "moved": "score change / range",
@@ -137,7 +137,7 @@ LABELS = {
     "pseudo_mos": "pseudo-MOS (0-100, full-reference)",
     "predicted": "predicted score",
     "train_loss": "training loss (MSE)",
-    "val_ssim": "held-out SSIM to the clean image",
+    "val_ssim": "held-out SSIM to clean",
     "score": "score",
     "score_clean": "score of the clean image",
     "score_attacked": "score of the attacked image",
@@ -575,10 +575,12 @@ def image_grid(images: Sequence[torch.Tensor], *, titles: Sequence[str] | None =
         cap_lines = max(w.count("\n") + 1 for w in wrapped)
     row_h = cell_inches + 0.3 + 0.1 * cap_lines
     with _styled():
-        fig = plt.figure(figsize=(cell_inches * cols, row_h * rows + (0.4 if title else 0.1)))
+        # above the first row: the panel titles, then the figure's title (inches)
+        head = (0.22 if titles is not None else 0.05) + (0.4 if title or n is not None else 0.0)
+        fig = plt.figure(figsize=(cell_inches * cols, row_h * rows + head))
         gs = fig.add_gridspec(rows, 2 * cols, hspace=0.12 + 0.06 * cap_lines, wspace=0.1,
                               left=0.01, right=0.99, bottom=0.02 + 0.05 * cap_lines / rows,
-                              top=1 - (0.35 if title or n is not None else 0.2) / (row_h * rows))
+                              top=1 - head / (row_h * rows + head))
         axes = []
         for k in range(count):
             r, c = divmod(k, cols)
@@ -594,7 +596,8 @@ def image_grid(images: Sequence[torch.Tensor], *, titles: Sequence[str] | None =
                         fontsize=6, linespacing=1.1)
             axes.append(ax)
         if title or n is not None:
-            fig.suptitle(titled(title, n), fontsize=RC["axes.titlesize"])
+            fig.suptitle(titled(title, n), fontsize=RC["axes.titlesize"], y=1 - 0.08 / fig.get_figheight(),
+                         va="top")
     return fig
 
 

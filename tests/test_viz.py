@@ -390,3 +390,16 @@ def test_comparison_grid_scores_never_sit_under_the_next_row():
         label_bottom = min(ax.xaxis.label.get_window_extent(r).y0 for ax in rows[upper])
         image_top = max(ax.get_window_extent(r).y1 for ax in rows[lower])
         assert label_bottom >= image_top
+
+
+def test_image_grid_title_clears_the_panel_titles():
+    for count in (2, 12, 42):
+        fig = viz.image_grid([torch.rand(3, 8, 8)] * count, titles=[f"blur, level {i}" for i in
+                                                                    range(count)],
+                             title="The synthetic distortions", n=1)
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        top = fig._suptitle.get_window_extent(r)
+        assert top.y1 <= fig.bbox.height + 1
+        for ax in fig.axes:
+            assert not top.overlaps(ax.title.get_window_extent(r)), count
