@@ -10,8 +10,7 @@ import torch
 
 from iqalib import study
 from iqalib.bench import plan, projection
-from iqalib.bench.counting import (CountingMetric, attack_network_calls,
-                                   count_purifier_calls)
+from iqalib.bench.counting import CountingMetric, attack_network_calls, count_purifier_calls
 from iqalib.bench.timing import time_pair, timeit
 
 

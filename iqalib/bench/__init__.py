@@ -84,7 +84,8 @@ def cli(argv: list[str]) -> int:
 
         if not a.project_only:
             print()
-        print(f"Projecting the {a.project} profile: counting its work, timing each component ...")
+        print(f"Projecting the {a.project} profile: counting its work, timing each component ...",
+              flush=True)
         proj = projection.project(a.project, device=dev, batch=a.project_batch)
         print(projection.report(proj, on_gpu=dev.type == "cuda"))
     return 0

@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 
+
 @dataclass(frozen=True)
 class Work:
     """``count`` runs of ``component`` (per image) in ``stage``."""

@@ -251,7 +251,7 @@ class ComponentTimer:
         dp = guided_diffpure(k, self.device)
         free = DiffPure(t=k, prior=_FreePrior()).to(self.device)
         x = self.x
-        reps = dict(repeats=1, warmup=0) if on_cpu else dict(repeats=self.repeats, warmup=1)
+        reps = {"repeats": 1, "warmup": 0} if on_cpu else {"repeats": self.repeats, "warmup": 1}
         t_dp = timeit(lambda: dp(x), self.device, **reps)
         t_free = timeit(lambda: free(x), self.device, repeats=self.repeats)
         net = dp.get_prior().net
@@ -358,8 +358,8 @@ def project(profile: str = "paper", *, device="auto", batch: int | None = None, 
     notes = [
         f"{len(work)} work items; attacks counted on a counting metric: " + ", ".join(
             f"{a} {c['grad']:g}+{c['plain']:g}" for a, c in calls.items()) + " (grad+plain passes per image)",
-        "assumes the grid does no repeated work (clean side once per metric x purifier x image; "
-        "DiffPure+Unsharp reuses DiffPure's output): the goals table measures whether it does",
+        ("assumes the grid does no repeated work (clean side once per metric x purifier x image; "
+         "DiffPure+Unsharp reuses DiffPure's output): the goals table measures whether it does"),
     ]
     return Projection(profile=profile, device=device_name(dev) + f", batch {batch}",
                       stages=stages, components=components,

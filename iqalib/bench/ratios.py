@@ -62,7 +62,7 @@ def attack_goals(metric_name: str, x: torch.Tensor, device, repeats: int,
             xi = x.detach().requires_grad_(True)
             torch.autograd.grad(metric(xi).sum(), xi)
 
-    timing = dict(repeats=repeats, budget_s=budget_s, min_repeats=MIN_REPEATS)
+    timing = {"repeats": repeats, "budget_s": budget_s, "min_repeats": MIN_REPEATS}
     t_attack, t_bare = time_pair(lambda: attack(x), bare_loop, device, **timing)
     shape = f"batch {x.shape[0]} x {x.shape[-1]} px"
     rows = [_row("attack step / bare forward+backward", t_attack / t_bare, "<= 1.05",
@@ -124,7 +124,7 @@ def limit_torch_threads(n: int) -> int:
 def _warm_worker() -> str:
     # the modules a unit needs, imported before the clock starts (process start-up, not work)
     import iqalib.api
-    import iqalib.evaluate.grid  # noqa: F401
+    import iqalib.evaluate.grid
 
     iqalib.api._ensure_registered()
     return "ok"
@@ -149,8 +149,8 @@ def dask_goal(n_images: int = 16, size: int = 160, chunk_size: int = 2,
                              dashboard_address=None) as cluster, Client(cluster) as client:
             threads[workers] = sorted(set(client.run(limit_torch_threads, 1).values()))
             client.run(_warm_worker)
-            grid = dict(size=size, chunk_size=chunk_size, batch_size=chunk_size,
-                        scheduler=client, progress=False, device="cpu")
+            grid = {"size": size, "chunk_size": chunk_size, "batch_size": chunk_size,
+                    "scheduler": client, "progress": False, "device": "cpu"}
             run_grid([metric], [attack], list(defenses), "samples", n=workers * chunk_size,
                      out=f"{tmp}/warm", cache=f"{tmp}/warm-adv", **grid)
             t0 = time.perf_counter()
@@ -217,7 +217,7 @@ def throughput(x: torch.Tensor, device, repeats: int, budget_s: float | None = N
         except MissingWeightsError:
             continue
         with torch.no_grad():
-            t = timeit(lambda: defense(x), device, repeats=repeats, budget_s=budget_s)
+            t = timeit(lambda d=defense: d(x), device, repeats=repeats, budget_s=budget_s)
         rates.append(f"{name} {x.shape[0] / t:.3g}")
     return [_row("purifier throughput (images/s)", float("nan"), "", None,
                  f"{x.shape[-1]} px, batch {x.shape[0]}: " + ", ".join(rates))]
