@@ -1,7 +1,8 @@
 """The fast part of ``make rehearse`` (issue 10): stand-in checkpoints in their official layouts
 fetched through a mirror on 127.0.0.1 (a corrupt copy, a dropped transfer) and loaded by
-iqalib's own loaders; the NIPS'17 stand-in fetched by ``make data``'s code. The whole rehearsal
-(2.2 GB guided-diffusion file, every notebook) is ``make rehearse``, not part of the tests.
+iqalib's own loaders; the NIPS'17 stand-in fetched by ``make data``'s code; one notebook under
+the rehearsal (paper) profile on one NIPS'17 image. The whole rehearsal (2.2 GB guided-diffusion
+file, every notebook) is ``make rehearse``, not part of the tests.
 """
 from __future__ import annotations
 
