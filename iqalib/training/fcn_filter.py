@@ -305,7 +305,9 @@ def train_fcn_filter(train_clean, train_attacked, val_clean, val_attacked, *,
 def save_fcn_filter(defense: FCNFilterDefense, path: str | Path, meta: dict | None = None) -> Path:
     """Write ``{"model": state_dict, "epoch": n, "meta": {...}}`` atomically; the authors'
     loader reads the same keys, and ours loads it with ``weights_only=True``."""
-    m = {**defense.meta, **(meta or {})}
+    # through JSON: plain str/int/float/list/dict only (torch.__version__ is a str subclass that
+    # weights_only=True refuses), and anything that is not data fails here, not at load time
+    m = json.loads(json.dumps({**defense.meta, **(meta or {})}))
     state = {k: v.detach().cpu().clone() for k, v in defense.net.state_dict().items()}
     blob = {"model": state, "epoch": int(m.get("epoch", -1)), "meta": m}
     return atomic_write_with(path, lambda tmp: torch.save(blob, tmp))
@@ -499,7 +501,7 @@ def train_offline_filter(*, out: str | Path | None = None, device: str = "cpu",
         seed=cfg["seed"], device=str(dev), progress=progress, log=log, meta=meta)
     path = None
     if out is not None:
-        path = save_fcn_filter(defense, out, {"torch": torch.__version__})
+        path = save_fcn_filter(defense, out, {"torch": str(torch.__version__)})
         defense = FCNFilterDefense(weights=path, seed=cfg["seed"])
     return TrainedFilter(defense, hist, tr_names, va_names, path)
 
