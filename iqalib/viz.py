@@ -878,8 +878,11 @@ def heatmaps(pivots: Mapping[str, Any], *, title: str, measure: str | None = Non
             for t in ax.get_xticklabels():
                 t.set_horizontalalignment("right")
             ax.grid(False)
+        # the bar's label wraps to the bar's length (a heatmap of 3 rows has a short bar)
+        fits = int(0.8 * fig.get_figheight() * 72 / (RC["axes.labelsize"] * 0.6))
         fig.colorbar(axes[0, 0].collections[0], ax=axes[0].tolist(), shrink=0.9, pad=0.02,
-                     label=cbar_label or (label(measure, better=True) if measure else ""))
+                     label=wrap(cbar_label or (label(measure, better=True) if measure else ""),
+                                fits))
         suptitle(fig, title, n)
     return fig
 
