@@ -1,6 +1,7 @@
 # iqalib workbook. Every target bootstraps the environment it needs.
 #   make reproduce            run every notebook headless (PROFILE=quick by default)
 #   make test                 the test suite, notebooks included (smoke profile)
+#   make test-extended        the checks too slow for make test
 #   make lab                  JupyterLab on copies of the notebooks (build/lab/)
 #   make check-lab            notebook 10 live in JupyterLab, driven by headless Chromium
 #   make weights [WEIGHTS=..] download the pretrained checkpoints (needs the internet)
@@ -22,10 +23,10 @@ PYTEST_ARGS ?=
 NOTEBOOKS   := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 EXECUTED    := $(patsubst notebooks/%,$(BUILD)/%,$(NOTEBOOKS))
 
-.PHONY: help env reproduce test lab check-lab weights data bench samples clean lint strip-check rehearse
+.PHONY: help env reproduce test test-extended lab check-lab weights data bench samples clean lint strip-check rehearse
 
 help:
-	@sed -n '2,9p' Makefile
+	@sed -n '2,10p' Makefile
 
 # --- environment -----------------------------------------------------------
 env: $(STAMP)
@@ -82,7 +83,11 @@ check-lab: $(STAMP)
 
 # --- tests -----------------------------------------------------------------
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not extended" $(PYTEST_ARGS)
+
+# checks too slow for every CI run (e.g. a paper-profile notebook on a NIPS'17 stand-in image)
+test-extended: $(STAMP)
+	$(PY) -m pytest -m extended $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check iqalib tests

@@ -117,6 +117,7 @@ def test_nips17_stand_in_goes_through_make_data(env, monkeypatch):
 
 @pytest.mark.notebooks
 @pytest.mark.slow
+@pytest.mark.extended   # ~1-2 min: make test-extended
 def test_a_paper_profile_notebook_runs_on_one_nips17_image(env, monkeypatch):
     """Notebook 10 under the rehearsal profile (the paper's MetaIQA on NIPS'17 data) on one
     image, with the MetaIQA and NIPS'17 stand-ins fetched through the mirror as ``make weights
