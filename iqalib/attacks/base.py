@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from .._params import HasParams
-from ..metrics.base import IQAMetric, check_batch
+from ..errors import ImageError
+from ..metrics.base import IQAMetric, check_batch, inputs_checked
 
 
 def quantise(x: Tensor) -> Tensor:
@@ -125,6 +126,9 @@ class Attack(HasParams):
         x = x.detach().requires_grad_(True)  # a view: no copy of the iterate
         loss = loss_fn(x)
         (grad,) = torch.autograd.grad(loss.sum(), x)
+        if not grad.is_contiguous():
+            # an expanded gradient (a score linear in the mean) cannot be updated in place
+            grad = grad.contiguous()
         return loss.detach(), grad
 
     # -- running -------------------------------------------------------------
@@ -138,8 +142,12 @@ class Attack(HasParams):
         with eval_mode(self.metric), torch.random.fork_rng(
                 devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(self.seed)
-            with torch.enable_grad():
+            # the input was checked above: the loop's forwards skip the per-step host read
+            with torch.enable_grad(), inputs_checked():
                 x_adv = self.perturb(x)
+        if not torch.isfinite(x_adv).all():
+            raise ImageError(f"{self.name} produced NaN or Inf values (a non-finite gradient of "
+                             f"{self.metric.name}?); the input images were finite")
         return quantise(x_adv.detach())
 
 

@@ -1,14 +1,34 @@
 """The metric contract: an ``nn.Module`` mapping ``[B,3,H,W]`` RGB in [0,1] to scores ``[B]``."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
 from ..errors import ImageError
 
-
 #: how far outside [0,1] a value may lie before it is refused (float rounding, not data)
 RANGE_TOLERANCE = 1e-3
+
+_INPUTS_CHECKED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "iqalib_inputs_checked", default=False)
+
+
+@contextlib.contextmanager
+def inputs_checked() -> Iterator[None]:
+    """Within this block :func:`check_batch` checks type, shape and dtype only, not finiteness.
+
+    ``torch.isfinite(x).all()`` in a metric's forward is a host read: on a GPU every attack
+    step would wait for the device. An attack checks its input once, enters this block for its
+    loop, and checks its result once after it (:meth:`iqalib.attacks.base.Attack.__call__`)."""
+    token = _INPUTS_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _INPUTS_CHECKED.reset(token)
 
 
 def check_batch(x: Tensor, what: str = "input") -> Tensor:
@@ -28,7 +48,7 @@ def check_batch(x: Tensor, what: str = "input") -> Tensor:
         hint = ("divide by 255 (x.float() / 255)" if x.dtype == torch.uint8
                 else "convert it with x.float() and scale it to [0,1]")
         raise ImageError(f"{what} must be a float tensor in [0,1], got {x.dtype}; {hint}")
-    if not torch.isfinite(x).all():
+    if not _INPUTS_CHECKED.get() and not torch.isfinite(x).all():
         raise ImageError(f"{what} contains NaN or Inf values")
     return x
 
