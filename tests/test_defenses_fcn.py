@@ -98,17 +98,21 @@ def test_shipped_file_says_what_trained_it():
     assert d.hparams["trained"]["metric"] == "effnet-iqa"
 
 
-def test_shipped_filter_undoes_advcf_on_an_unseen_photo(one_thread):
-    """AdvCF (default settings) on effnet-iqa against a photo outside the filter's training set:
-    the purified image is closer to the clean one than the attacked image (SSIM and PSNR of
-    iqalib.evaluate.measures), and the score moves back towards the clean score."""
+def test_shipped_filter_undoes_advcf_on_its_held_out_photos(one_thread):
+    """AdvCF (default settings) on effnet-iqa against the four photos the shipped recipe held out
+    (never trained on): on average the purified images are closer to the clean ones than the
+    attacked images (SSIM and PSNR of iqalib.evaluate.measures), and the scores move back
+    towards the clean scores. Per photo it is not always so: on mildly attacked photos the
+    filter's colour correction can cost more than it undoes (see the README)."""
     from iqalib.training.data import centre_crop, load_source, to_tensor
 
-    x = to_tensor(centre_crop(load_source("coffee"), 160))[None]
+    meta = torch.load(assets_dir() / fcn.DEFAULT_ASSET, weights_only=True)["meta"]
+    x = torch.stack([to_tensor(centre_crop(load_source(p), 160)) for p in meta["val_photos"]])
     metric = iqalib.load_metric("effnet-iqa", device="cpu")
     adv = iqalib.load_attack("advcf", metric)(x)
     purified = iqalib.load_defense("fcn-filter", device="cpu")(adv)
-    assert float(measures.ssim(purified, x)) > float(measures.ssim(adv, x)) + 0.02
-    assert float(measures.psnr(purified, x)) > float(measures.psnr(adv, x))
-    s_clean, s_adv, s_pur = (float(metric.score(v)) for v in (x, adv, purified))
-    assert abs(s_pur - s_clean) < abs(s_adv - s_clean)
+    assert float(measures.ssim(purified, x).mean()) > float(measures.ssim(adv, x).mean()) + 0.03
+    assert float(measures.psnr(purified, x).mean()) > float(measures.psnr(adv, x).mean()) + 1.0
+    with torch.no_grad():
+        s_clean, s_adv, s_pur = (metric.score(v) for v in (x, adv, purified))
+    assert float((s_pur - s_clean).abs().mean()) < float((s_adv - s_clean).abs().mean())
