@@ -133,7 +133,7 @@ LABELS = {
     "recovered": "share of the score change undone",
     "time_s": "time per image (s)",
     "time_defense_s": "time per image (s)",
-    "time_attack_s": "attack time per image (s)",
+    "time_attack_s": "attack time / image (s)",
     "pseudo_mos": "pseudo-MOS (0-100, full-reference)",
     "predicted": "predicted score",
     "train_loss": "training loss (MSE)",
