@@ -179,6 +179,7 @@ def test_ifgsm_moves_the_score_far(metric):
 
 
 @pytest.mark.slow
+@pytest.mark.extended   # ~40 s: make test-extended (notebook 02's quick profile runs it too)
 def test_training_runs_and_saves(tmp_path):
     out = tmp_path / "head.pt"
     r = training.train_learned_metric(seed=1, epochs=2, n_crops=1, n_pairs=3, n_test_crops=1,
