@@ -6,6 +6,9 @@ import pandas as pd
 
 from .. import viz
 
+#: the smoothed metrics' bar colour (they are metrics, not members of a purifier family)
+CERTIFIED_COLOUR = "#4c72b0"
+
 
 def width_figure(sweep: pd.DataFrame, measure: str = "width/range"):
     """Certified width (mean over images) against the L2 radius: one panel per metric x sigma,
@@ -67,15 +70,19 @@ def check_figure(check: pd.DataFrame):
     return fig
 
 
-def side_by_side_figure(side: pd.DataFrame):
+def side_by_side_figure(side: pd.DataFrame, n: int | None = None):
     """Mean quality gain / range an adaptive L2 attack achieved through each defense (bars),
-    the certified worst case of the smoothed metrics (black ticks) and the clean SROCC."""
+    the certified worst case of the smoothed metrics (black ticks) and the clean SROCC.
+    Empirical purifiers take their family's colour (:func:`iqalib.viz.color`); the smoothed
+    metrics share one colour. ``n``: the number of images, stated in the title."""
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.4))
     order = list(side["defense"])
     x = np.arange(len(order))
-    colours = ["#4c72b0" if c else "#999999" for c in side["certified"]]
+    colours = [CERTIFIED_COLOUR if c else viz.color("defense", str(d))
+               for d, c in zip(side["defense"], side["certified"])]
     a1.bar(x, side["attack_gain/range"], color=colours)
     cert = side["certified/range"].to_numpy(dtype=float)
     has = np.isfinite(cert)
@@ -84,12 +91,15 @@ def side_by_side_figure(side: pd.DataFrame):
     a1.set_xticks(x, order, rotation=45, ha="right")
     a1.set_ylabel("quality gain / range (lower is better)")
     a1.set_title("adaptive L2 attack at the same radius")
+    handles = [Patch(color=CERTIFIED_COLOUR, label="smoothed metric (certified)")]
     if has.any():
-        a1.legend(fontsize=7)
+        handles += a1.get_legend_handles_labels()[0]
+    a1.legend(handles=handles, fontsize=7)
     a2.bar(x, side["clean_srocc"], color=colours)
     a2.set_xticks(x, order, rotation=45, ha="right")
     a2.set_ylabel("SROCC of defended vs plain clean score")
     a2.set_title("clean fidelity (higher is better)")
+    viz.suptitle(fig, "Certified smoothing beside the empirical purifiers", n)
     fig.tight_layout()
     return fig
 
