@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..download import sha256_file
 from ..errors import MissingWeightsError
 from ..paths import assets_dir
 from ..registry import DEFENSES
@@ -52,11 +53,6 @@ class FCNFilter(nn.Module):
         h = F.leaky_relu(self.conv1(x), 0.2)
         h = F.leaky_relu(self.norm(self.conv2(h)), 0.2)
         return torch.tanh(self.conv3(h))
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (the identity of a filter in results rows and cache keys)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def state_sha256(state: dict[str, Tensor]) -> str:
@@ -130,7 +126,7 @@ class FCNFilterDefense(Defense):
                 path = Path(weights) if weights else assets_dir() / DEFAULT_ASSET
                 state, self.meta = load_fcn_state(path)
                 net.load_state_dict(state, strict=True)
-                label, digest = path.name, {"sha256": file_sha256(path)}
+                label, digest = path.name, {"sha256": sha256_file(path)}
         # the file's name, not its folder: rows stay free of machine paths; the hash identifies it
         super().__init__(seed=seed, weights=label, pretrained=bool(pretrained or model is not None),
                          **digest, trained=provenance(self.meta))
@@ -150,5 +146,5 @@ class FCNFilterDefense(Defense):
         return self.net(x.to(p.dtype)).clamp(0, 1).to(x.dtype)
 
 
-__all__ = ["DEFAULT_ASSET", "FCNFilter", "FCNFilterDefense", "file_sha256", "load_fcn_state",
+__all__ = ["DEFAULT_ASSET", "FCNFilter", "FCNFilterDefense", "load_fcn_state",
            "provenance", "state_sha256"]
