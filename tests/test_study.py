@@ -67,10 +67,16 @@ def test_profiles_follow_the_study():
     assert quick["attacks"]["effnet-iqa"] == study.PAPER_ATTACKS
     # the diffusion purifiers are notebook 05's grid, not 04's
     assert not set(quick["purifiers"]) & set(study.DIFFUSION_PURIFIERS)
-    # the rehearsal is the paper's study on two images
-    for key in ("dataset", "metrics", "attacks", "purifiers"):
+    # the rehearsal is the paper's study on one image, each attack once on a paper metric
+    for key in ("dataset", "metrics", "purifiers"):
         assert rehearsal[key] == paper[key]
-    assert rehearsal["n_images"] == 2
+    assert rehearsal["n_images"] == 1
+    assert sorted(rehearsal["all_attacks"]) == sorted(study.PAPER_ATTACKS)
+    assert sum(len(a) for a in rehearsal["attacks"].values()) == len(study.PAPER_ATTACKS)
+    assert all(rehearsal["attacks"][m] for m in rehearsal["metrics"])
+    # notebook 06 trains on Linearity x AdvCF (the authors' pair) and needs a held-out image
+    nb06 = study.settings("rehearsal", "06_fcn_filter")
+    assert "advcf" in rehearsal["attacks"][nb06["train"]["metric"]] and nb06["n_images"] == 2
     assert study.settings("paper", "05_diffpure")["sweep"]["t"][0] == study.PAPER_DIFFPURE_T
 
 
