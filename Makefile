@@ -19,11 +19,12 @@ BUILD       := build/$(PROFILE)
 STAMP       := $(VENV)/.iqalib-installed
 WEIGHTS     ?= all
 PYTEST_ARGS ?=
+TEST_JOBS   ?= 2
 
 NOTEBOOKS   := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 EXECUTED    := $(patsubst notebooks/%,$(BUILD)/%,$(NOTEBOOKS))
 
-.PHONY: help env reproduce test test-extended lab check-lab weights data bench samples clean lint strip-check rehearse
+.PHONY: help env reproduce notebooks test test-extended lab check-lab weights data bench samples clean lint strip-check rehearse
 
 help:
 	@sed -n '2,10p' Makefile
@@ -44,14 +45,22 @@ samples: $(STAMP)
 	$(PY) -m iqalib samples
 
 # --- the workbook ----------------------------------------------------------
-reproduce: $(EXECUTED)
+# JOBS notebooks at a time where the Makefile's dependency lines allow (quick, smoke: 2; paper:
+# 1, so that two notebooks never split one GPU's memory), each kernel on its share of the cores
+JOBS        ?= $(if $(filter paper,$(PROFILE)),1,2)
+THREADS     := $(shell n=$$(nproc 2>/dev/null || echo 1); t=$$((n / $(JOBS))); echo $$((t > 0 ? t : 1)))
+
+reproduce: $(STAMP)
+	@$(MAKE) --no-print-directory -j$(JOBS) notebooks
 	@echo "figures in figures/, tables in data/results/, executed notebooks in $(BUILD)/"
+
+notebooks: $(EXECUTED)
 
 # Notebooks run in number order: a later one may read an earlier one's results.
 # What a notebook runs under a profile is defined in iqalib/study.py: a change there reruns it.
 $(BUILD)/%.ipynb: notebooks/%.ipynb notebooks/params/$(PROFILE).yaml iqalib/study.py $(STAMP)
 	@mkdir -p $(BUILD)
-	$(PY) -m papermill --log-level WARNING -k python3 --cwd notebooks \
+	OMP_NUM_THREADS=$(THREADS) $(PY) -m papermill --log-level WARNING -k python3 --cwd notebooks \
 	    -f notebooks/params/$(PROFILE).yaml -p PROFILE $(PROFILE) $< $(@:.ipynb=.partial.ipynb) && mv $(@:.ipynb=.partial.ipynb) $@
 
 # What reads what (so `make -j2 reproduce` keeps a valid order):
@@ -82,8 +91,10 @@ check-lab: $(STAMP)
 	IQALIB_CHECK_LAB=1 $(PY) -m pytest tests/lab -s -p no:cacheprovider $(PYTEST_ARGS)
 
 # --- tests -----------------------------------------------------------------
+# TEST_JOBS pytest-xdist workers (0: one process); the notebooks run as two chains, each on
+# one worker in number order (tests/test_notebooks.py)
 test: $(STAMP)
-	$(PY) -m pytest -m "not extended" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not extended" -n $(TEST_JOBS) --dist loadgroup $(PYTEST_ARGS)
 
 # checks too slow for every CI run (e.g. a paper-profile notebook on a NIPS'17 stand-in image)
 test-extended: $(STAMP)

@@ -1,6 +1,8 @@
 """Shared fixtures: small real photos and a deterministic toy metric for fast tests."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,17 @@ import torch.nn.functional as F
 
 from iqalib.metrics.base import IQAMetric
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two xdist workers: each gets its share of the cores, and so do the
+    # notebook kernels it starts (they inherit the environment), so that workers do not fight
+    # over cores with spinning intra-op threads
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    _threads = str(max(1, (os.cpu_count() or 1) // _workers))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = _threads
+    torch.set_num_threads(int(_threads))
+else:
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
 class ToySharpness(IQAMetric):

@@ -16,6 +16,15 @@ from iqalib.nbcheck import problems
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+#: the notebooks that read no other notebook's results (the Makefile's dependency lines say
+#: which read which): under pytest-xdist they run as one chain beside the grid chain (03-09,
+#: 12), each chain in number order on one worker
+INDEPENDENT = {"00", "01", "02", "10", "11"}
+
+
+def _chain(nb: Path):
+    group = "notebooks-independent" if nb.name[:2] in INDEPENDENT else "notebooks-grid"
+    return pytest.param(nb, marks=pytest.mark.xdist_group(group), id=nb.name)
 
 
 def test_there_are_notebooks():
@@ -58,7 +67,7 @@ def sandbox(tmp_path_factory):
 
 @pytest.mark.notebooks
 @pytest.mark.slow
-@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("nb", [_chain(nb) for nb in NOTEBOOKS])
 def test_runs_with_smoke_profile(nb, sandbox):
     import papermill as pm
 

@@ -100,10 +100,10 @@ def test_notebook_knobs_override_the_profile():
 def test_smoke_images_are_small_and_named_apart():
     small, full = study.images("smoke"), study.images("quick", n=2)
     assert small.batch(small.ids).shape == (2, 3, 128, 128)
-    assert full.batch(full.ids).shape[-2:] == (299, 299)
+    assert full.batch(full.ids).shape[-2:] == (224, 224)
     from iqalib.attacks.cache import dataset_label
 
-    # different labels keep the attack cache from handing 128 px images to a 299 px run
+    # different labels keep the attack cache from handing 128 px images to a 224 px run
     assert dataset_label(small) != dataset_label(full) and small.ids == full.ids
 
 

@@ -58,8 +58,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
-from diffusers import DDIMScheduler, DDPMScheduler
-from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor, nn
 
 from ..registry import DEFENSES
@@ -184,6 +182,9 @@ def make_scheduler(sampler: str, prediction_type: str, variance_type: str):
     """The diffusers scheduler on the 1000-step linear schedule guided-diffusion was trained
     with, its ``betas`` / ``alphas`` / ``alphas_cumprod`` replaced by the float64 values of
     :func:`linear_schedule` (diffusers computes them in float32)."""
+    # diffusers is imported here, not at the top: it adds seconds to every `import iqalib`
+    from diffusers import DDIMScheduler, DDPMScheduler
+
     common = {"num_train_timesteps": NUM_TRAIN_TIMESTEPS, "beta_start": BETA_START,
               "beta_end": BETA_END, "beta_schedule": "linear", "clip_sample": True,
               "clip_sample_range": 1.0, "prediction_type": prediction_type}
@@ -379,6 +380,8 @@ class DiffPure(Defense):
 
     def diffuse(self, x0: Tensor, generator: torch.Generator | None) -> Tensor:
         """Forward process to the first reverse timestep: ``sqrt(abar) x0 + sqrt(1-abar) eps``."""
+        from diffusers.utils.torch_utils import randn_tensor
+
         abar = linear_schedule()[1][self.timesteps[0]].to(device=x0.device, dtype=x0.dtype)
         noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
