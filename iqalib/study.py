@@ -7,8 +7,8 @@ its name to every notebook as ``PROFILE`` (``notebooks/params/<profile>.yaml`` c
 
 - ``smoke``: CI. Every notebook end to end in seconds on a 2-core CPU: 2 sample images at
   128 px, the offline learned metric, two attacks, five cheap purifiers.
-- ``quick``: the CPU default of ``make reproduce``: 8 sample images at 224 px (centre crops of
-  the 299 px samples: every network call costs 0.56x as much), the offline metrics
+- ``quick``: the CPU default of ``make reproduce``: 6 sample images at 192 px (the 299 px
+  samples resized: every network call costs about 0.4x as much), the offline metrics
   ``effnet-iqa`` (every attack) and ``brisque`` (I-FGSM and AdvCF only: its gradient is slow on
   a CPU), every purifier, DiffPure with the offline FFDNet prior.
 - ``paper``: the study: the NIPS 2017 development set (1000 images, ``make data``), Linearity,
@@ -108,9 +108,10 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
         "batch_size": 2,
     },
     "quick": {
-        # 224 px: the whole workbook in about 10 minutes on 2 cores (issue 12's goal); the paper
-        # profile runs the NIPS'17 images at their 299 px
-        "dataset": "samples", "n_images": 8, "size": 224,
+        # 6 images at 192 px: the whole workbook in about 10 minutes on 2 cores (issue 12's
+        # goal; 192 px keeps two of NIQE's 96 px patches per side); the paper profile runs the
+        # NIPS'17 images at their 299 px
+        "dataset": "samples", "n_images": 6, "size": 192,
         "metrics": ["effnet-iqa", "brisque"],
         # BRISQUE's gradient is slow on a CPU (about 0.2-1.2 s per 299 px image per step): two
         # cheap, very different attacks (additive I-FGSM and the AdvCF colour filter). The Zhang et al. DISTS / LPIPS attacks need
@@ -175,7 +176,7 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "02_learned_metric": {
         "smoke": {"train": None, "eval_photos": 2, "test_crops": 1, "attack_photos": 1,
                   "attack_size": 128},
-        "quick": {"train": {"n_crops": 2, "n_extra_crops": 1, "n_test_crops": 1, "epochs": 400},
+        "quick": {"train": {"n_crops": 1, "n_extra_crops": 1, "n_test_crops": 1, "epochs": 200},
                   "eval_photos": 4, "test_crops": 1, "attack_photos": 2, "attack_size": 224},
         "paper": {"train": {"n_crops": 6, "n_extra_crops": 3, "n_test_crops": 2, "epochs": 400},
                   "eval_photos": 4, "test_crops": 2, "attack_photos": 4, "attack_size": 224},
@@ -272,11 +273,11 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
             "check": {"metric": "effnet-iqa", "kinds": ["rs", "ms"], "sigma": 0.25, "eps": 0.25,
                       "n_cert": 32, "n_eval": 32, "n_grad": 2, "steps": 3},
             "compare_purifiers": ["none", "flip", "jpeg"], "alpha": 0.001, "tolerance": 0.2},
-        "quick": {"n_images": 8, "size": 64, "sweep": {
-            "metrics": ["effnet-iqa", "brisque"], "sigmas": [0.12, 0.25], "n": 64,
+        "quick": {"n_images": 6, "size": 64, "sweep": {
+            "metrics": ["effnet-iqa", "brisque"], "sigmas": [0.12, 0.25], "n": 32,
             "eps": [0.0, 0.05, 0.1, 0.25, 0.5, 1.0], "kinds": ["rs", "ms", "drs", "dms"]},
             "check": {"metric": "effnet-iqa", "kinds": ["rs", "ms"], "sigma": 0.25, "eps": 0.25,
-                      "n_cert": 64, "n_eval": 64, "n_grad": 4, "steps": 8},
+                      "n_cert": 32, "n_eval": 32, "n_grad": 4, "steps": 6},
             "compare_purifiers": ["none", "flip", "jpeg", "gaussian-blur", "median"],
             "alpha": 0.001, "tolerance": 0.2},
         # 20 images x 1000 draws x 2 sigmas x 3 denoisers (none, FFDNet, the guided UNet once
@@ -308,7 +309,7 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
             ("smoke", 50, ["median"],
              {"metric": "effnet-iqa", "attack": "ifgsm", "n_images": 2, "size": 64}),
             ("quick", 200, ["median", "jpeg", "random-crop"],
-             {"metric": "effnet-iqa", "attack": "ifgsm", "n_images": 8, "size": 128}),
+             {"metric": "effnet-iqa", "attack": "ifgsm", "n_images": 6, "size": 128}),
             ("paper", 200, ["median", "jpeg", "diffpure-unsharp:t5"],
              {"metric": "metaiqa", "attack": "ifgsm", "n_images": 100, "size": None}),
             ("rehearsal", 20, ["median"],

@@ -54,7 +54,7 @@ def test_every_notebook_section_covers_every_profile():
 def test_profiles_follow_the_study():
     smoke, quick, paper, rehearsal = (study.settings(p) for p in study.PROFILES)
     assert smoke["n_images"] == 2 and smoke["dataset"] == "samples"
-    assert quick["n_images"] == 8 and quick["dataset"] == "samples"
+    assert quick["n_images"] == 6 and quick["dataset"] == "samples"
     assert paper["dataset"] == "nips17" and paper["n_images"] == 1000
     assert paper["metrics"] == ["linearity", "metaiqa", "spaq"]
     assert all(len(set(paper["attacks"][m])) == 10 for m in paper["metrics"])
@@ -100,10 +100,10 @@ def test_notebook_knobs_override_the_profile():
 def test_smoke_images_are_small_and_named_apart():
     small, full = study.images("smoke"), study.images("quick", n=2)
     assert small.batch(small.ids).shape == (2, 3, 128, 128)
-    assert full.batch(full.ids).shape[-2:] == (224, 224)
+    assert full.batch(full.ids).shape[-2:] == (192, 192)
     from iqalib.attacks.cache import dataset_label
 
-    # different labels keep the attack cache from handing 128 px images to a 224 px run
+    # different labels keep the attack cache from handing 128 px images to a 192 px run
     assert dataset_label(small) != dataset_label(full) and small.ids == full.ids
 
 
