@@ -725,7 +725,10 @@ def tradeoff_scatter(summary, *, x: str = "Q", y: str = "Gain", hue: str = "defe
             for col, which in ((x, "x"), (y, "y")):
                 cis = ci_columns(rows, col)
                 if cis:
-                    err = np.vstack([rows[col] - rows[cis[0]], rows[cis[1]] - rows[col]])
+                    # clipped at 0: with one image every resample is the point itself, and a
+                    # percentile of equal draws can miss it by a rounding error
+                    err = np.clip(np.vstack([rows[col] - rows[cis[0]],
+                                             rows[cis[1]] - rows[col]]), 0, None)
                     if which == "x":
                         xerr = err
                     else:
@@ -860,6 +863,9 @@ def heatmaps(pivots: Mapping[str, Any], *, title: str, measure: str | None = Non
     values = values[np.isfinite(values)]
     lo = float(values.min()) if vmin is None and values.size else vmin
     hi = float(values.max()) if vmax is None and values.size else vmax
+    if not values.size:
+        # nothing finite to show (SROCC over one image, say): empty cells on a nominal scale
+        lo, hi = (0.0 if lo is None else lo), (1.0 if hi is None else hi)
     k = len(panels)
     with _styled():
         fig, axes = plt.subplots(

@@ -177,3 +177,28 @@ def test_ranking_verdict_says_when_the_order_is_noise():
     c = uncertainty.compare_purifiers(None, "flip", "jpeg:q50", "Gain/range", boot=boot)
     text = uncertainty.ranking_verdict(t, c)
     assert "Every other purifier is distinguishably worse" in text and "flip better" in text
+
+
+def test_one_image_ranks_nothing_and_its_figures_still_draw():
+    # SROCC over the images is undefined on one image (the rehearsal profile runs one):
+    # nothing is ranked, the top-two comparison is None, and notebook 07's figures still draw
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from iqalib import viz
+
+    df = _tidy(n_images=1)
+    boot = uncertainty.bootstrap_paper_table(df, n_boot=50, seed=0)
+    t = uncertainty.paper_table_ci(boot=boot, rank_by="SROCC")
+    assert t["rank"].isna().all()
+    assert uncertainty.compare_top_two(t, boot) is None
+    assert uncertainty.ranking_verdict(t, None) == "No purifier has a finite SROCC: nothing to rank."
+    viz.tradeoff_scatter(t.reset_index(), x="Q", y="Gain/range", n=1)
+    viz.heatmaps({m: tables.pivot(df[df.metric == m], "srocc") for m in ("m1", "m2")},
+                 measure="srocc", title="SROCC", n=1)
+    # with images enough, the top two are compared on the ranking's measure
+    df = _tidy(undo={"none": 0.0, "jpeg:q50": 0.4, "flip": 0.95})
+    boot = uncertainty.bootstrap_paper_table(df, n_boot=200, seed=0)
+    t = uncertainty.paper_table_ci(boot=boot, rank_by="Gain/range")
+    c = uncertainty.compare_top_two(t, boot)
+    assert (c["a"], c["b"], c["measure"]) == ("flip", "jpeg:q50", "Gain/range")

@@ -290,6 +290,19 @@ def compare_purifiers(df: pd.DataFrame | None, a: str, b: str, measure: str = "S
             "n_images": boot.n_images, "n_boot": boot.n_boot, "level": level}
 
 
+def compare_top_two(table: pd.DataFrame, boot: BootstrapTable, *,
+                    level: float = 0.95) -> dict | None:
+    """:func:`compare_purifiers` on the first two purifiers of a :func:`paper_table_ci` ranking
+    (on the measure it was ranked by), or None when fewer than two have a rank: SROCC over the
+    images needs at least two of them, so a one-image run ranks nothing."""
+    ranked = table.dropna(subset=["rank"]).sort_values("rank").index
+    if len(ranked) < 2:
+        return None
+    measure = table.attrs.get("rank_by", "SROCC")
+    return compare_purifiers(None, str(ranked[0]), str(ranked[1]), measure, boot=boot,
+                             level=level)
+
+
 def ranking_verdict(table: pd.DataFrame, comparison: dict | None = None) -> str:
     """What a :func:`paper_table_ci` ranking can be trusted for, in plain words: how many
     purifiers cannot be told from the best on these images, and (with ``comparison`` from
@@ -329,6 +342,7 @@ def ci_errorbars(table: pd.DataFrame, measure: str = "SROCC", *, ax=None, title:
 
 
 __all__ = ["CI_MEASURES", "LOWER_IS_BETTER", "PAPER_NAMES", "BootstrapTable",
-           "bootstrap_paper_table", "ci_errorbars", "compare_purifiers", "paper_table_ci",
+           "bootstrap_paper_table", "ci_errorbars", "compare_purifiers", "compare_top_two",
+           "paper_table_ci",
            "ranking_verdict",
            "summary_ci"]
