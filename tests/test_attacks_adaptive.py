@@ -124,3 +124,35 @@ def test_bad_arguments(toy_metric):
         DefendedMetric(toy_metric, RoundPurifier(), bpda="sometimes")
     with pytest.raises(ValueError, match="eot"):
         DefendedMetric(toy_metric, NoisePurifier(), eot=0)
+
+
+def test_eval_mode_gives_each_submodule_its_own_mode_back():
+    from iqalib.attacks.base import eval_mode
+
+    outer = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    outer.train()
+    outer[1].eval()
+    with eval_mode(outer):
+        assert not any(m.training for m in outer.modules())
+    assert outer.training and outer[0].training and not outer[1].training
+
+
+def test_adaptive_attack_leaves_the_metric_in_eval_mode(photos64):
+    # a metric with batch norm: in training mode its scores would come from batch statistics
+    # (and a batch of one image would not score at all)
+    class NormedToy(iqalib.IQAMetric):
+        name, lower_better, score_range = "normed-toy", False, (0.0, 1.0)
+
+        def __init__(self):
+            super().__init__()
+            self.norm = torch.nn.BatchNorm1d(3)
+
+        def forward(self, x):
+            return torch.sigmoid(self.norm(x.mean(dim=(2, 3))).sum(1))
+
+    metric = NormedToy().eval()
+    before = metric(photos64[:1]).detach()
+    atk = adaptive("ifgsm", metric, "flip", eot=1, steps=2)
+    atk(photos64[:1])
+    assert not metric.training and not atk.metric.training
+    assert torch.equal(metric(photos64[:1]).detach(), before)

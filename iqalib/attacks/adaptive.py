@@ -90,6 +90,8 @@ class DefendedMetric(IQAMetric):
         self.lower_better = metric.lower_better
         self.score_range = metric.score_range
         self.weights = tuple(getattr(metric, "weights", ()))
+        # a metric wrapper scores; it never trains (nn.Module starts in training mode)
+        self.train(False)
 
     def _purify(self, x: Tensor, i: int) -> Tensor:
         gen = None

@@ -77,8 +77,12 @@ def check_count(v, what: str, minimum: int = 1) -> int:
 
 @contextlib.contextmanager
 def eval_mode(module: torch.nn.Module) -> Iterator[None]:
-    """Put ``module`` in eval mode and freeze its parameters; restore both on exit."""
-    was_training = module.training
+    """Put ``module`` in eval mode and freeze its parameters; restore both on exit.
+
+    Each submodule gets its own mode back: a wrapper constructed in training mode (the
+    ``nn.Module`` default) around a metric in eval mode must not leave with ``train(True)``
+    applied to the metric, whose batch norm would then score on batch statistics."""
+    modes = [(m, m.training) for m in module.modules()]
     flags = [(p, p.requires_grad) for p in module.parameters()]
     module.eval()
     for p, _ in flags:
@@ -88,7 +92,8 @@ def eval_mode(module: torch.nn.Module) -> Iterator[None]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-        module.train(was_training)
+        for m, mode in modes:
+            m.training = mode
 
 
 class Attack(HasParams):
