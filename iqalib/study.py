@@ -313,7 +313,7 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
             ("paper", 200, ["median", "jpeg", "diffpure-unsharp:t5"],
              {"metric": "metaiqa", "attack": "ifgsm", "n_images": 100, "size": None}),
             ("rehearsal", 20, ["median"],
-             {"metric": "metaiqa", "attack": "ifgsm", "n_images": 1, "size": None}))
+             {"metric": "metaiqa", "attack": "ifgsm", "n_images": 2, "size": None}))
     },
     # --- end of the beyond-the-paper entries ---------------------------------------------------
 }
