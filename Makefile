@@ -68,7 +68,8 @@ $(BUILD)/%.ipynb: notebooks/%.ipynb notebooks/params/$(PROFILE).yaml iqalib/stud
 	OMP_NUM_THREADS=$(THREADS) $(PY) -m papermill --log-level WARNING -k python3 --cwd notebooks \
 	    -f notebooks/params/$(PROFILE).yaml -p PROFILE $(PROFILE) $< $(@:.ipynb=.partial.ipynb) && mv $(@:.ipynb=.partial.ipynb) $@
 
-# What reads what (so `make -j2 reproduce` keeps a valid order):
+# What reads what (so `make reproduce JOBS=2` keeps a valid order; tests/test_notebooks.py
+# groups its notebook chains the same way):
 # 04 and 05 purify the attacked images 03 cached; 07 and 08 read the grid runs of 03-06
 # (iqalib.study.RESULT_RUNS); 09 attacks the best purifiers of 07's table.
 GRID_RUNS := $(filter $(BUILD)/03_% $(BUILD)/04_% $(BUILD)/05_% $(BUILD)/06_%,$(EXECUTED))
