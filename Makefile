@@ -68,11 +68,12 @@ $(BUILD)/%.ipynb: notebooks/%.ipynb notebooks/params/$(PROFILE).yaml iqalib/stud
 	OMP_NUM_THREADS=$(THREADS) $(PY) -m papermill --log-level WARNING -k python3 --cwd notebooks \
 	    -f notebooks/params/$(PROFILE).yaml -p PROFILE $(PROFILE) $< $(@:.ipynb=.partial.ipynb) && mv $(@:.ipynb=.partial.ipynb) $@
 
-# What reads what (so `make reproduce JOBS=2` keeps a valid order; tests/test_notebooks.py
-# groups its notebook chains the same way):
+# What reads what, as iqalib.study.NOTEBOOK_INPUTS says (so `make reproduce JOBS=2` keeps a
+# valid order; tests/test_notebooks.py checks that the two agree):
 # 04 and 05 purify the attacked images 03 cached; 07 and 08 read the grid runs of 03-06
 # (iqalib.study.RESULT_RUNS); 09 attacks the best purifiers of 07's table.
-GRID_RUNS := $(filter $(BUILD)/03_% $(BUILD)/04_% $(BUILD)/05_% $(BUILD)/06_%,$(EXECUTED))
+GRID_RUNS := $(BUILD)/03_attacks.ipynb $(BUILD)/04_baseline_purifiers.ipynb \
+             $(BUILD)/05_diffpure.ipynb $(BUILD)/06_fcn_filter.ipynb
 $(BUILD)/04_baseline_purifiers.ipynb $(BUILD)/05_diffpure.ipynb: $(BUILD)/03_attacks.ipynb
 $(BUILD)/07_results_tables.ipynb $(BUILD)/08_clean_images.ipynb: $(GRID_RUNS)
 $(BUILD)/09_adaptive_attacks.ipynb: $(BUILD)/07_results_tables.ipynb
@@ -97,10 +98,13 @@ check-lab: $(STAMP)
 	IQALIB_CHECK_LAB=1 $(PY) -m pytest tests/lab -s -p no:cacheprovider $(PYTEST_ARGS)
 
 # --- tests -----------------------------------------------------------------
-# TEST_JOBS pytest-xdist workers (0: one process); the notebooks run as two chains, each on
-# one worker in number order (tests/test_notebooks.py)
+# TEST_JOBS pytest-xdist workers (0: one process). A test module (or class) is one unit of
+# work, so the notebooks' two chains (two classes in tests/test_notebooks.py) each run in number
+# order on one worker; tests/conftest.py puts them first, the longest units, and
+# --no-loadscope-reorder keeps that order. (xdist_group marks are not used: with pytest 9,
+# pytest-xdist 3.8's loadgroup silently ignores them.)
 test: $(STAMP)
-	$(PY) -m pytest -m "not extended" -n $(TEST_JOBS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not extended" -n $(TEST_JOBS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 # checks too slow for every CI run (e.g. a paper-profile notebook on a NIPS'17 stand-in image)
 test-extended: $(STAMP)

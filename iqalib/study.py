@@ -75,6 +75,34 @@ PAPER_FLIP_ROW = {"Q": 0.158, "Gain": 0.077, "PSNR": 12.402, "SSIM": 0.162, "SRO
 #: DiffPure's t sweep) stay out, so a row of a table always means the same grid.
 RESULT_RUNS = ["03_attacks", "04_baseline_purifiers", "05_diffpure", "06_fcn_filter"]
 
+#: which notebooks' results each notebook reads (direct inputs only): 04 and 05 purify the
+#: attacked images 03 cached; 07, 08 and 12 read the grid runs of :data:`RESULT_RUNS`; 09
+#: attacks the best purifiers of 07's table. A notebook not named here reads no other one.
+#: The Makefile's dependency lines say the same (a test checks that they agree), and the
+#: notebook tests run a notebook's inputs first.
+NOTEBOOK_INPUTS: dict[str, tuple[str, ...]] = {
+    "04_baseline_purifiers": ("03_attacks",),
+    "05_diffpure": ("03_attacks",),
+    "07_results_tables": tuple(RESULT_RUNS),
+    "08_clean_images": tuple(RESULT_RUNS),
+    "09_adaptive_attacks": ("07_results_tables",),
+    "12_attack_unknown": tuple(RESULT_RUNS),
+}
+
+
+def notebook_inputs(notebook: str) -> list[str]:
+    """Every notebook whose results ``notebook`` needs, directly or through another one, in
+    the order to run them (number order), e.g. ``notebook_inputs("09_adaptive_attacks")``
+    gives 03-07."""
+    seen: set[str] = set()
+    todo = list(NOTEBOOK_INPUTS.get(notebook, ()))
+    while todo:
+        nb = todo.pop()
+        if nb not in seen:
+            seen.add(nb)
+            todo.extend(NOTEBOOK_INPUTS.get(nb, ()))
+    return sorted(seen)
+
 
 def diffusion_specs(t: int) -> list[str]:
     """DiffPure and DiffPure + Unsharp at ``t`` as registry specs (``["diffpure:t5", ...]``)."""
@@ -421,6 +449,7 @@ def skipped(profile: str, run: str | None = None):
 __all__ = [
     "BASELINE_PURIFIERS",
     "DIFFUSION_PURIFIERS",
+    "NOTEBOOK_INPUTS",
     "NOTEBOOK_SETTINGS",
     "PAPER_ATTACKS",
     "PAPER_DIFFPURE_T",
@@ -435,6 +464,7 @@ __all__ = [
     "collect",
     "diffusion_specs",
     "images",
+    "notebook_inputs",
     "results_root",
     "results_table",
     "run_folder",

@@ -23,6 +23,13 @@ else:
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
+def pytest_collection_modifyitems(config, items):
+    """The notebook tests first: they are the longest units of work (two chains of several
+    minutes), so under `make test`'s xdist workers each chain starts at once and the short
+    tests fill in around them. Stable, so every worker sees the same order."""
+    items.sort(key=lambda item: item.get_closest_marker("notebooks") is None)
+
+
 class ToySharpness(IQAMetric):
     """A deterministic differentiable stand-in metric: mean absolute Laplacian, squashed.
 
