@@ -12,7 +12,6 @@ and TIFFs (16-bit colour, float) by tifffile; both are dependencies of packages 
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .atomic import atomic_write_bytes  # noqa: F401  (re-exported)
+from .atomic import atomic_write_bytes  # re-exported
 from .errors import ImageError
 
 #: smallest side we accept: deep metrics pool over 32x downsampled maps

@@ -15,8 +15,9 @@ import fnmatch
 import inspect
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .errors import IqalibError, UnknownNameError
 
@@ -220,7 +221,7 @@ def _weights_digests(factory: Callable[..., Any]) -> list[str]:
             else:
                 digest = catalogue.expected_sha256(name)[0] or "absent"
         except Exception:  # noqa: BLE001 - an unknown catalogue name: key by the name only
-            pass
+            digest = "absent"
         out.append(f"{name}={digest}")
     return out
 

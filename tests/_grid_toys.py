@@ -3,6 +3,7 @@ by value, by Dask workers)."""
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 import torch
 
@@ -134,7 +135,7 @@ class CountingDefense(Defense):
     class-level list ``seen`` (to count purifications; in-process runs only)."""
 
     name = "toy-counting"
-    seen: list = []
+    seen: ClassVar[list] = []
 
     def __init__(self, *, seed=0):
         super().__init__(seed=seed)
@@ -151,7 +152,7 @@ class HeavyCountingDefense(Defense):
     task group of its own; counts the images it purifies in ``calls``."""
 
     name = "toy-heavy"
-    calls: list = []
+    calls: ClassVar[list] = []
 
     def __init__(self, *, seed=0):
         super().__init__(seed=seed)

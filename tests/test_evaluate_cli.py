@@ -62,7 +62,7 @@ def test_mistakes_stop_before_any_work(tmp_path, capsys, args, says):
     base = {"--metrics": "brisque", "--attacks": "ifgsm", "--out": str(tmp_path / "out")}
     for flag, value in zip(args[::2], args[1::2]):
         base[flag] = value
-    rc, out, err = _run(capsys, *[x for kv in base.items() for x in kv])
+    rc, _out, err = _run(capsys, *[x for kv in base.items() for x in kv])
     assert rc == 2
     assert says in _one_line_error(err)
     assert not (tmp_path / "out").exists()  # nothing was started
@@ -77,18 +77,18 @@ def test_an_unwritable_run_folder_is_refused_up_front(tmp_path, capsys, mini):
 
 
 def test_a_run_that_produces_nothing_exits_non_zero(tmp_path, capsys, mini):
-    rc, out, err = _run(capsys, "--metrics", "toy-cli-broken", "--attacks", "toy-cli-sign",
-                        "--images", "mini", "--out", str(tmp_path / "out"),
-                        "--cache", str(tmp_path / "adv"))
+    rc, _out, err = _run(capsys, "--metrics", "toy-cli-broken", "--attacks", "toy-cli-sign",
+                         "--images", "mini", "--out", str(tmp_path / "out"),
+                         "--cache", str(tmp_path / "adv"))
     assert rc == 1
     assert "make weights WEIGHTS=toy-cli-broken" in err and "no rows were produced" in err
 
 
 def test_run_and_table_work_and_every_flag_is_documented(tmp_path, capsys, mini):
-    rc, out, err = _run(capsys, "--metrics", "toy-cli-metric", "--attacks", "toy-cli-sign",
-                        "--defenses", "none", "flip", "--images", "mini", "--n", "2",
-                        "--chunk-size", "1", "--out", str(tmp_path / "out"),
-                        "--cache", str(tmp_path / "adv"))
+    rc, out, _err = _run(capsys, "--metrics", "toy-cli-metric", "--attacks", "toy-cli-sign",
+                         "--defenses", "none", "flip", "--images", "mini", "--n", "2",
+                         "--chunk-size", "1", "--out", str(tmp_path / "out"),
+                         "--cache", str(tmp_path / "adv"))
     assert rc == 0 and "4 rows" in out
     assert main(["table", str(tmp_path / "out"), "--by", "attack"]) == 0
     assert main(["table", str(tmp_path / "nothing")]) == 2

@@ -283,7 +283,7 @@ def test_cli_runs_registry_specs(tmp_path, monkeypatch, capsys, photos64):
 def test_two_runs_into_one_folder_keep_both_tables(tmp_path, toy_metric, photos64):
     """results.parquet is the folder's whole table: a second run_grid into the same folder
     must not drop the first one's rows (notebooks share run folders)."""
-    kw = dict(out=tmp_path / "run", cache=tmp_path / "adv", progress=False, device="cpu")
+    kw = {"out": tmp_path / "run", "cache": tmp_path / "adv", "progress": False, "device": "cpu"}
     first = run_grid([toy_metric], [toys.SignAttack], ["none"], photos64[:2], **kw)
     second = run_grid([toy_metric], [toys.SignAttack], [toys.FlipDefense()], photos64[:2], **kw)
     both = load_results(tmp_path / "run")
@@ -296,7 +296,7 @@ def test_a_resized_set_is_not_served_the_full_size_attacks(tmp_path, toy_metric)
     are other images than at 96 px."""
     from iqalib.datasets import load_dataset
 
-    kw = dict(out=tmp_path / "run", cache=tmp_path / "adv", progress=False, device="cpu")
+    kw = {"out": tmp_path / "run", "cache": tmp_path / "adv", "progress": False, "device": "cpu"}
     small = run_grid([toy_metric], [toys.SignAttack], ["none"], load_dataset("samples", n=1, size=64), **kw)
     large = run_grid([toy_metric], [toys.SignAttack], ["none"], load_dataset("samples", n=1, size=96), **kw)
     assert small["dataset"].iloc[0] == "samples@64x64" and large["dataset"].iloc[0] == "samples@96x96"
@@ -338,7 +338,7 @@ def test_a_composition_reuses_its_prefix(tmp_path, toy_metric, photos64):
     as often as for heavy alone."""
     from iqalib.defenses.base import Compose
 
-    kw = dict(chunk_size=3, progress=False, cache=tmp_path / "adv")
+    kw = {"chunk_size": 3, "progress": False, "cache": tmp_path / "adv"}
     toys.HeavyCountingDefense.calls.clear()
     alone = run_grid([toy_metric], [toys.SignAttack], [toys.HeavyCountingDefense()], photos64,
                      out=tmp_path / "alone", **kw)
@@ -382,7 +382,7 @@ def test_a_stochastic_prefix_is_reused_with_its_generator_state(tmp_path, toy_me
 
 # -- no silent wrong result (issue 14) ---------------------------------------------------------
 def test_two_tensors_with_the_same_ids_do_not_share_rows(tmp_path, toy_metric, photos64):
-    kw = dict(out=tmp_path / "out", cache=tmp_path / "adv", progress=False)
+    kw = {"out": tmp_path / "out", "cache": tmp_path / "adv", "progress": False}
     run_grid([toy_metric], [toys.SignAttack], ["none"], photos64[:2], **kw)
     other = photos64[1:3]  # ids img0000, img0001 again, other pixels
     df = run_grid([toy_metric], [toys.SignAttack], ["none"], other, **kw).sort_values("image_id")
@@ -411,7 +411,7 @@ def test_two_folders_that_share_a_name_do_not_share_attacked_images(tmp_path, to
 
     a = _png_folder(tmp_path / "a" / "imgs", photos64[:2], ["p", "q"])
     b = _png_folder(tmp_path / "b" / "imgs", photos64[[2, 0]].flip(-1), ["p", "q"])
-    kw = dict(cache=tmp_path / "adv", progress=False)
+    kw = {"cache": tmp_path / "adv", "progress": False}
     run_grid([toy_metric], [toys.SignAttack], ["none"], load_dataset(a), out=tmp_path / "ra", **kw)
     df = run_grid([toy_metric], [toys.SignAttack], ["none"], load_dataset(b), out=tmp_path / "rb",
                   **kw).sort_values("image_id")
@@ -440,7 +440,7 @@ def test_editing_a_component_recomputes_its_rows(tmp_path, toy_metric, photos64,
     monkeypatch.syspath_prepend(str(module.parent))
     import user_purifier
 
-    kw = dict(out=tmp_path / "out", cache=tmp_path / "adv", progress=False)
+    kw = {"out": tmp_path / "out", "cache": tmp_path / "adv", "progress": False}
     first = run_grid([toy_metric], [toys.SignAttack], [user_purifier.Darken()], photos64[:1], **kw)
     module.write_text(source.replace("FACTOR", "0.9"))
     os.utime(module, ns=(time.time_ns() + 10**9,) * 2)  # a later mtime, even on coarse clocks
@@ -503,7 +503,7 @@ def test_a_failure_of_an_older_version_of_a_task_is_dropped(tmp_path, toy_metric
     must not keep reporting it as skipped."""
     from iqalib.evaluate import store
 
-    kw = dict(out=tmp_path / "out", cache=tmp_path / "adv", progress=False, chunk_size=3)
+    kw = {"out": tmp_path / "out", "cache": tmp_path / "adv", "progress": False, "chunk_size": 3}
     run_grid([toy_metric], [toys.SignAttack], [toys.BrokenDefense()], photos64, **kw)
     assert (store.skipped(tmp_path)["what"] == "toy-broken").any()
     fixed = type("BrokenDefense", (toys.FlipDefense,), {"name": "toy-broken"})  # same label

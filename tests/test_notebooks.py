@@ -39,9 +39,9 @@ def test_there_are_notebooks():
 def _makefile_inputs() -> dict[str, set[str]]:
     """The Makefile's dependency lines between executed notebooks, as {notebook: inputs}."""
     text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
-    variables = {m[1]: m[2] for m in re.finditer(r"^(\w+)\s*:=\s*(.*)$", text, re.M)}
+    variables = {m[1]: m[2] for m in re.finditer(r"^(\w+)\s*:=\s*(.*)$", text, re.MULTILINE)}
     deps: dict[str, set[str]] = {}
-    for targets, prereqs in re.findall(r"^(\$\(BUILD\)/[0-9][^%:]*):([^=].*)$", text, re.M):
+    for targets, prereqs in re.findall(r"^(\$\(BUILD\)/[0-9][^%:]*):([^=].*)$", text, re.MULTILINE):
         prereqs = re.sub(r"\$\((\w+)\)", lambda m: variables.get(m[1], m[0]), prereqs)
         inputs = set(re.findall(r"/([0-9][0-9]_\w+)", prereqs))
         for t in re.findall(r"/([0-9][0-9]_\w+)\.ipynb", targets):

@@ -12,7 +12,7 @@ from iqalib.evaluate.grid import run_grid
 
 @pytest.fixture
 def two_runs(tmp_path, toy_metric, photos64):
-    kw = dict(cache=tmp_path / "adv", progress=False, chunk_size=2)
+    kw = {"cache": tmp_path / "adv", "progress": False, "chunk_size": 2}
     run_grid([toy_metric], [toys.SignAttack], ["none", toys.FlipDefense()], photos64,
              out=tmp_path / "root" / "04_purifiers", **kw)
     run_grid([toy_metric], [toys.SignAttack], ["none", toys.CropDefense(), toys.BrokenDefense()],

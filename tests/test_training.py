@@ -12,7 +12,8 @@ import torch
 import iqalib
 from iqalib.attacks.advcf import colour_filter
 from iqalib.evaluate import measures
-from iqalib.training import data, fcn_filter as ff
+from iqalib.training import data
+from iqalib.training import fcn_filter as ff
 
 # small convolutions run faster on one thread than on two contended ones
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -210,7 +210,8 @@ class AttackCache:
         ``return_times=True`` also returns the attack time per image in seconds (``[B]``
         float64 tensor, the time measured when the image was first attacked).
         """
-        from ..imagesets import content_ids as contents, label_of
+        from ..imagesets import content_ids as contents
+        from ..imagesets import label_of
 
         ids = [str(i) for i in ids]
         x = dataset.batch(ids)

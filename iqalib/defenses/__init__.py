@@ -2,8 +2,8 @@
 from ..registry import DEFENSES
 from .base import Compose, Defense
 
-from . import transforms, restorers, diffpure, fcn  # noqa: E402,F401
-from .transforms import Identity  # noqa: E402
+from . import transforms, restorers, diffpure, fcn  # noqa: F401
+from .transforms import Identity
 
 
 def create_defense(spec: str, **kwargs) -> Defense:

@@ -31,7 +31,7 @@ class Defense(HasParams):
         self.seed = seed
         self.device: torch.device | None = None
 
-    def to(self, device) -> "Defense":
+    def to(self, device) -> Defense:
         """Move any networks the purifier holds; base purifiers hold none."""
         self.device = torch.device(device)
         return self
@@ -47,7 +47,7 @@ class Defense(HasParams):
             generator = torch.Generator(device=x.device).manual_seed(self.seed)
         return self.purify(x, generator)
 
-    def __add__(self, other: "Defense") -> "Compose":
+    def __add__(self, other: Defense) -> Compose:
         return Compose([self, other])
 
 
@@ -69,7 +69,7 @@ class Compose(Defense):
         self.differentiable = all(d.differentiable for d in flat)
         self.changes_size = any(d.changes_size for d in flat)
 
-    def to(self, device) -> "Compose":
+    def to(self, device) -> Compose:
         super().to(device)
         for d in self.defenses:
             d.to(device)

@@ -27,7 +27,7 @@ class ArgumentError(IqalibError, ValueError):
 class _Parser(argparse.ArgumentParser):
     """argparse, with a mistake answered in one line (and --help pointed at), exit status 2."""
 
-    def error(self, message: str):  # noqa: D102 - argparse's hook
+    def error(self, message: str):  # argparse's hook
         self.exit(EXIT_BAD_ARGUMENT, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 

@@ -419,7 +419,7 @@ def _purify_all(defenses: Sequence[tuple[Component, Any]], x: torch.Tensor, *, l
             p = run.purify(d, x, batch_size=batch_size, seed=seed, like=like, step=_MEMO.step)
             p.seconds_per_image += _MEMO.take_saved_seconds() / max(len(x), 1)
             out[comp.fingerprint] = p
-        except Exception as exc:  # noqa: BLE001 - recorded; the other purifiers go on
+        except Exception as exc:  # recorded; the other purifiers go on
             _MEMO.take_saved_seconds()
             if strict:
                 raise
@@ -588,7 +588,7 @@ def run_clean(unit: Unit, strict: bool = False) -> dict:
             continue
         try:
             metrics.append((mc, build_metric(mc, device)))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if strict:
                 raise
             failures.append((mc.label, _describe(exc)))
@@ -599,7 +599,7 @@ def run_clean(unit: Unit, strict: bool = False) -> dict:
     for dc in wanted:
         try:
             built.append((dc, build_defense(dc, device, unit.seed)))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if strict:
                 raise
             failures.append((dc.label, _describe(exc)))
@@ -618,7 +618,7 @@ def run_clean(unit: Unit, strict: bool = False) -> dict:
             try:
                 scores = _score_many(metric, [loaded.x] + [purified[f].raw for f in fps],
                                      unit.batch_size)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if strict:
                     raise
                 failures.append((mc.label, _describe(exc)))
@@ -677,7 +677,7 @@ def run_attack(unit: Unit, strict: bool = False) -> dict:
             metric = build_metric(unit.metric, device)
             seed_everything(unit.seed)
             _attacked(unit, loaded, metric)
-    except Exception as exc:  # noqa: BLE001 - the rows task retries and records it
+    except Exception:  # the rows task retries and records it
         if strict:
             raise
         # the rows tasks that need these images try again and record why they could not
@@ -741,7 +741,7 @@ def run_rows(unit: Unit, strict: bool = False) -> dict:
             continue
         try:
             built.append((dc, build_defense(dc, device, unit.seed)))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if strict:
                 raise
             failures.append((dc.label, _describe(exc)))
@@ -952,8 +952,8 @@ def plan_units(metrics, attacks, defenses, images, *, seed: int = 0,
     if "light" in groups:  # the baseline and the light purifiers first
         groups = {"light": groups.pop("light"), **groups}
 
-    common = dict(dataset=label, seed=int(seed), batch_size=batch_size, device=str(device),
-                  out=out, cache_root=cache_root, git_sha=sha_)
+    common = {"dataset": label, "seed": int(seed), "batch_size": batch_size, "device": str(device),
+                  "out": out, "cache_root": cache_root, "git_sha": sha_}
     units: list[Unit] = []
     clean_keys: dict[tuple[int, str], str] = {}
     for start in range(0, len(ids), chunk_size):

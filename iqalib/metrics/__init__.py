@@ -20,4 +20,4 @@ def create_metric(name: str, **kwargs) -> IQAMetric:
 __all__ = ["METRICS", "IQAMetric", "Linearity", "MetaIQA", "PyiqaMetric", "SPAQBaseline",
            "check_batch", "create_metric", "create_pyiqa_metric"]
 
-from .. import certify  # noqa: E402,F401  (registers the smoothed metrics, "smoothed:<preset>")
+from .. import certify  # noqa: F401  (registers the smoothed metrics, "smoothed:<preset>")
