@@ -108,3 +108,25 @@ def test_adaptive_attack_beats_the_purifier_it_knows(toy_metric, photos64, tmp_p
     assert (r.score_def_clean.groupby(r.setting).mean().diff().dropna().abs() < 1e-12).all()
     lo, hi = toy_metric.score_range
     np.testing.assert_allclose(r.moved, (r.score_def_attacked - r.score_def_clean) / (hi - lo))
+
+
+def test_purified_images_runs_a_shared_prefix_once(photos64, monkeypatch):
+    """notebook 05's examples: DiffPure + Unsharp after DiffPure reuses the sampler's output;
+    here JPEG + Flip after JPEG, counting JPEG's calls."""
+    from iqalib.defenses import create_defense
+
+    jpeg_type = type(create_defense("jpeg"))
+    calls = []
+    original = jpeg_type.purify
+
+    def counting(self, x, generator):
+        calls.append(len(x))
+        return original(self, x, generator)
+
+    monkeypatch.setattr(jpeg_type, "purify", counting)
+    out = experiments.purified_images(["jpeg", "jpeg+flip"], photos64, device="cpu",
+                                      batch_size=len(photos64))
+    assert calls == [len(photos64)]
+    assert torch.equal(out["jpeg+flip"], create_defense("flip")(out["jpeg"]))
+    # the same images as purifying directly
+    assert torch.equal(out["jpeg"], create_defense("jpeg")(photos64))

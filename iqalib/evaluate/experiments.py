@@ -162,6 +162,18 @@ def _cached_attack(given, m, label: str, attack: str, imgs, ids, seed: int, batc
                         fingerprint=attack_fingerprint_for(given, attack))
 
 
+def purified_images(specs: Iterable[str], x: torch.Tensor, *, seed: int = 0, device: str = "auto",
+                    batch_size: int | str = 4) -> dict[str, torch.Tensor]:
+    """``{spec: purified x}`` for each purifier spec, applied as the grid applies it (seeded
+    with ``seed`` per chunk, outputs resized back to ``x``'s size), and a composition reuses its
+    prefix's output on the same input and seed: ``["diffpure:t50", "diffpure-unsharp:t50"]``
+    runs the sampler once (:class:`~iqalib.evaluate.run.PrefixMemo`)."""
+    memo = run.PrefixMemo()
+    return {spec: run.purify(_load_defense(spec, device), x, batch_size=batch_size, seed=seed,
+                             like=x, step=memo.step).images
+            for spec in specs}
+
+
 def clean_fidelity(purifiers: Iterable[str], imgs, *, device: str = "auto", seed: int = 0,
                    batch_size: int | str = 4) -> pd.DataFrame:
     """What each purifier does to clean images: PSNR / SSIM of ``purify(clean)`` against the
@@ -239,4 +251,5 @@ __all__ = [
     "clean_fidelity",
     "distortion_response",
     "metric_scores",
+    "purified_images",
 ]
