@@ -935,6 +935,12 @@ def plan_units(metrics, attacks, defenses, images, *, seed: int = 0,
     return ordered
 
 
+#: Dask priorities (higher runs first among ready tasks): the attacks, the longest tasks and the
+#: ones every rows task waits for, before the clean sides, so that the short tasks fill the
+#: end of the run instead of one worker finishing a long attack while the others wait
+_PRIORITY = {"attack": 2, "clean": 1, "rows": 0}
+
+
 def _client(scheduler):
     from distributed import Client
 
@@ -1006,7 +1012,8 @@ def run_grid(metrics, attacks, defenses, images, *, seed: int = 0, batch_size: i
                 for u in units:
                     deps = [futures[k] for k in u.deps]
                     futures[u.key] = client.submit(run_unit, u, strict, *deps,
-                                                   key=f"iqalib-{u.kind}-{u.key}", pure=False)
+                                                   key=f"iqalib-{u.kind}-{u.key}", pure=False,
+                                                   priority=_PRIORITY[u.kind])
                 for fut in as_completed(list(futures.values())):
                     record(fut.result())
             finally:
