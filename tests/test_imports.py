@@ -132,3 +132,15 @@ def test_lint_is_clean():
     res = subprocess.run([ruff, "check", "--no-cache", "iqalib", "tests"], cwd=PKG.parent,
                          capture_output=True, text=True, check=False, timeout=120)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-1000:]
+
+
+def test_import_iqalib_leaves_the_heavy_libraries_for_later():
+    """`import iqalib` runs in every notebook kernel, CLI call and Dask worker: diffusers (about
+    1.5 s), torchvision (about 2 s, it pulls in torch._dynamo), pyiqa and distributed are
+    imported where a component needs them, not up front."""
+    code = ("import sys, iqalib; print(' '.join(m for m in ('diffusers', 'torchvision', 'pyiqa', "
+            "'distributed') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=False, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == []

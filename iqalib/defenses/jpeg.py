@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchvision.io import decode_jpeg, encode_jpeg
 
 from ..registry import DEFENSES
 from .base import Defense
@@ -61,6 +60,10 @@ class JPEG(Defense):
         super().__init__(seed=seed, quality=_check_quality(quality), rounding=rounding)
 
     def purify(self, x: Tensor, generator=None) -> Tensor:
+        # imported here: torchvision costs about 2 s at `import iqalib` (it pulls in
+        # torch._dynamo), and processes that never purify with JPEG do not need it
+        from torchvision.io import decode_jpeg, encode_jpeg
+
         imgs = list(to_uint8(x, self.rounding).cpu())
         decoded = decode_jpeg(encode_jpeg(imgs, quality=self.quality))
         out = torch.stack(decoded).to(device=x.device)
