@@ -893,8 +893,8 @@ def plan_units(metrics, attacks, defenses, images, *, seed: int = 0,
     if "light" in groups:  # the baseline and the light purifiers first
         groups = {"light": groups.pop("light"), **groups}
 
-    common = {"dataset": label, "seed": int(seed), "batch_size": batch_size, "device": str(device),
-                  "out": out, "cache_root": cache_root, "git_sha": sha_}
+    common = {"dataset": label, "seed": int(seed), "batch_size": batch_size,
+              "device": str(device), "out": out, "cache_root": cache_root, "git_sha": sha_}
     units: list[Unit] = []
     clean_keys: dict[tuple[int, str], str] = {}
     for start in range(0, len(ids), chunk_size):
