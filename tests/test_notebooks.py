@@ -125,21 +125,20 @@ def sandbox(tmp_path_factory):
             os.environ[k] = v
 
 
+class _Chain:
+    def test_runs_with_smoke_profile(self, nb, sandbox):
+        sandbox.run_with_inputs(nb)
+
+
 @pytest.mark.notebooks
 @pytest.mark.slow
-class TestGridChain:
+@pytest.mark.parametrize("nb", GRID_CHAIN, ids=lambda p: p.name)
+class TestGridChain(_Chain):
     """03-09 and 12 in number order in one folder (each reads an earlier one's results)."""
 
-    @pytest.mark.parametrize("nb", GRID_CHAIN, ids=lambda p: p.name)
-    def test_runs_with_smoke_profile(self, nb, sandbox):
-        sandbox.run_with_inputs(nb)
-
 
 @pytest.mark.notebooks
 @pytest.mark.slow
-class TestIndependentNotebooks:
+@pytest.mark.parametrize("nb", INDEPENDENT, ids=lambda p: p.name)
+class TestIndependentNotebooks(_Chain):
     """The notebooks that read no other notebook's results (00-02, 10, 11)."""
-
-    @pytest.mark.parametrize("nb", INDEPENDENT, ids=lambda p: p.name)
-    def test_runs_with_smoke_profile(self, nb, sandbox):
-        sandbox.run_with_inputs(nb)
