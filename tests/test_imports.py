@@ -13,6 +13,8 @@ import pytest
 import iqalib
 
 PKG = Path(iqalib.__file__).resolve().parent
+#: the checkout these tests belong to (`make lint` runs there)
+CHECKOUT = Path(__file__).resolve().parents[1]
 #: the layers below the front door: they build components through the registries
 BELOW_API = ("iqalib.metrics", "iqalib.attacks", "iqalib.defenses", "iqalib.evaluate")
 
@@ -129,7 +131,7 @@ def test_lint_is_clean():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (pip install -e '.[dev]')")
-    res = subprocess.run([ruff, "check", "--no-cache", "iqalib", "tests"], cwd=PKG.parent,
+    res = subprocess.run([ruff, "check", "--no-cache", "iqalib", "tests"], cwd=CHECKOUT,
                          capture_output=True, text=True, check=False, timeout=120)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-1000:]
 
