@@ -110,9 +110,7 @@ def test_adaptive_attack_beats_the_purifier_it_knows(toy_metric, photos64, tmp_p
     np.testing.assert_allclose(r.moved, (r.score_def_attacked - r.score_def_clean) / (hi - lo))
 
 
-def test_purified_images_runs_a_shared_prefix_once(photos64, monkeypatch):
-    """notebook 05's examples: DiffPure + Unsharp after DiffPure reuses the sampler's output;
-    here JPEG + Flip after JPEG, counting JPEG's calls."""
+def _count_jpeg_calls(monkeypatch) -> list:
     from iqalib.defenses import create_defense
 
     jpeg_type = type(create_defense("jpeg"))
@@ -124,9 +122,29 @@ def test_purified_images_runs_a_shared_prefix_once(photos64, monkeypatch):
         return original(self, x, generator)
 
     monkeypatch.setattr(jpeg_type, "purify", counting)
+    return calls
+
+
+def test_purified_images_runs_a_shared_prefix_once(photos64, monkeypatch):
+    """notebook 05's examples: DiffPure + Unsharp after DiffPure reuses the sampler's output;
+    here JPEG + Flip after JPEG, counting JPEG's calls."""
+    from iqalib.defenses import create_defense
+
+    calls = _count_jpeg_calls(monkeypatch)
     out = experiments.purified_images(["jpeg", "jpeg+flip"], photos64, device="cpu",
                                       batch_size=len(photos64))
     assert calls == [len(photos64)]
     assert torch.equal(out["jpeg+flip"], create_defense("flip")(out["jpeg"]))
     # the same images as purifying directly
     assert torch.equal(out["jpeg"], create_defense("jpeg")(photos64))
+
+
+def test_clean_fidelity_runs_a_shared_prefix_once_and_still_times_it(imgs, photos64, monkeypatch):
+    """notebook 08: DiffPure + Unsharp after DiffPure on the clean images reuses the sampler's
+    output, and its time still includes the prefix's (here JPEG + Flip after JPEG)."""
+    calls = _count_jpeg_calls(monkeypatch)
+    fid = experiments.clean_fidelity(["jpeg", "jpeg+flip"], imgs, device="cpu",
+                                     batch_size=len(photos64))
+    assert calls == [len(photos64)]
+    t = fid.groupby("purifier")["time_s"].first()
+    assert t["jpeg+flip"] >= t["jpeg"] > 0

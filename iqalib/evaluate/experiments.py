@@ -169,8 +169,8 @@ def purified_images(specs: Iterable[str], x: torch.Tensor, *, seed: int = 0, dev
     prefix's output on the same input and seed: ``["diffpure:t50", "diffpure-unsharp:t50"]``
     runs the sampler once (:class:`~iqalib.evaluate.run.PrefixMemo`)."""
     memo = run.PrefixMemo()
-    return {spec: run.purify(_load_defense(spec, device), x, batch_size=batch_size, seed=seed,
-                             like=x, step=memo.step).images
+    return {spec: memo.purify(_load_defense(spec, device), x, batch_size=batch_size, seed=seed,
+                              like=x).images
             for spec in specs}
 
 
@@ -179,17 +179,20 @@ def clean_fidelity(purifiers: Iterable[str], imgs, *, device: str = "auto", seed
     """What each purifier does to clean images: PSNR / SSIM of ``purify(clean)`` against the
     clean image (size-changing purifiers resized back, :func:`~iqalib.evaluate.measures.
     match_size`) and seconds per image; one row per purifier x image. A purifier that cannot
-    load (e.g. missing weights) is named in ``attrs["skipped"]``."""
+    load (e.g. missing weights) is named in ``attrs["skipped"]``. A composition reuses its
+    prefix's output as in the grid (DiffPure + Unsharp after DiffPure runs the sampler once;
+    its time still includes the sampler's)."""
     ids = list(imgs.ids)
     x = imgs.batch(ids).float()
     rows, skipped = [], []
+    memo = run.PrefixMemo()
     for spec in purifiers:
         try:
             d = _load_defense(spec, device)
         except Exception as exc:  # noqa: BLE001 - reported, as the grid does
             skipped.append(f"{spec}: {_first_line(exc)}")
             continue
-        p = run.purify(d, x, batch_size=batch_size, seed=seed, like=x)
+        p = memo.purify(d, x, batch_size=batch_size, seed=seed, like=x)
         psnr, ssim = measures.psnr(p.images, x).numpy(), measures.ssim(p.images, x).numpy()
         rows += [{"purifier": spec, "image_id": i, "PSNR": float(a), "SSIM": float(b),
                   "time_s": p.seconds_per_image} for i, a, b in zip(ids, psnr, ssim)]

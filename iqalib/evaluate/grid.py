@@ -357,11 +357,9 @@ def _purify_all(defenses: Sequence[tuple[Component, Any]], x: torch.Tensor, *, l
     out = {}
     for comp, d in sorted(defenses, key=lambda cd: (cd[0].group, cd[0].parts)):
         try:
-            p = run.purify(d, x, batch_size=batch_size, seed=seed, like=like, step=_MEMO.step)
-            p.seconds_per_image += _MEMO.take_saved_seconds() / max(len(x), 1)
-            out[comp.fingerprint] = p
+            out[comp.fingerprint] = _MEMO.purify(d, x, batch_size=batch_size, seed=seed,
+                                                 like=like)
         except Exception as exc:  # recorded; the other purifiers go on
-            _MEMO.take_saved_seconds()
             if strict:
                 raise
             failures.append((comp.label, _describe(exc)))
