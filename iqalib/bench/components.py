@@ -79,7 +79,7 @@ def build_defense(spec: str, device: torch.device | str = "cpu"):
 
 def guided_diffpure(t: int, device: torch.device | str = "cpu"):
     """DiffPure at ``t`` with the guided-diffusion prior exactly as DiffPure loads and runs it
-    (its precision on this device, channels-last on CUDA, autocast), the UNet's weights random.
+    (its precision on this device, channels-last, autocast), the UNet's weights random.
     The prior is loaded here, so a timer sees only the purification."""
     from ..defenses import diffpure
     from ..defenses.guided_unet import build_unet

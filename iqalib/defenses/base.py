@@ -45,7 +45,8 @@ class Defense(HasParams):
             x = x.to(self.device)
         if self.stochastic and generator is None:
             generator = torch.Generator(device=x.device).manual_seed(self.seed)
-        return self.purify(x, generator)
+        # a network held channels-last (iqalib.device.channels_last) may hand back that layout
+        return self.purify(x, generator).contiguous()
 
     def __add__(self, other: Defense) -> Compose:
         return Compose([self, other])

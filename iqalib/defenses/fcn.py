@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..download import sha256_file
+from ..device import channels_last
 from ..errors import MissingWeightsError
 from ..paths import assets_dir
 from ..registry import DEFENSES
@@ -130,7 +131,7 @@ class FCNFilterDefense(Defense):
         # the file's name, not its folder: rows stay free of machine paths; the hash identifies it
         super().__init__(seed=seed, weights=label, pretrained=bool(pretrained or model is not None),
                          **digest, trained=provenance(self.meta))
-        self.net = net.eval()
+        self.net = channels_last(net.eval())
         for p in self.net.parameters():
             p.requires_grad_(False)
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..device import channels_last
 from ..errors import MissingWeightsError
 from ..registry import DEFENSES
 from .base import Defense
@@ -123,7 +124,7 @@ def load_ffdnet(device: str | torch.device | None = None) -> FFDNet:
     """The pretrained RGB FFDNet, frozen and in eval mode (BatchNorm uses its running stats)."""
     net = FFDNet()
     net.load_state_dict(_shipped_state("rgb"), strict=True)
-    net.eval().requires_grad_(False)
+    channels_last(net.eval().requires_grad_(False))
     return net.to(device) if device is not None else net
 
 

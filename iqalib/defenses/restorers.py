@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..device import channels_last
 from ..errors import MissingWeightsError
 from ..registry import DEFENSES
 from .base import Defense
@@ -58,7 +59,7 @@ def _strict_load(net: nn.Module, state: dict, name: str) -> None:
 
 
 def _freeze(net: nn.Module) -> nn.Module:
-    net.eval()
+    channels_last(net.eval())
     for p in net.parameters():
         p.requires_grad_(False)
     return net

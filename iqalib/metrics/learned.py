@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..device import channels_last
 from ..errors import ImageError, MissingWeightsError
 from ..package_data import package_file
 from ..paths import assets_dir, cache_dir
@@ -115,7 +116,8 @@ class LearnedIQA(IQAMetric):
     def __init__(self, *, weights: str | Path | None = "auto", train_if_missing: bool = False,
                  pretrained_backbone: bool = True):
         super().__init__()
-        self.backbone = build_backbone(pretrained=pretrained_backbone)
+        # channels-last: forward + backward 1.2-1.35x faster on a CPU (iqalib.device.channels_last)
+        self.backbone = channels_last(build_backbone(pretrained=pretrained_backbone))
         for p in self.backbone.parameters():
             p.requires_grad_(False)
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1))
