@@ -7,6 +7,11 @@ Images are float tensors ``[B,3,H,W]`` RGB in [0,1]; every score is a tensor ``[
 >>> attack = iqalib.load_attack("ifgsm", metric)
 >>> defense = iqalib.load_defense("jpeg")            # or "jpeg:q30", "diffpure+unsharp"
 """
+from .allocator import tune_malloc
+
+# before any tensor work: keep freed tensor memory in the process (iqalib.allocator says why)
+tune_malloc()
+
 from .api import (list_attacks, list_defenses, list_metrics, load_attack, load_defense,
                   load_metric)
 from .attacks.base import Attack

@@ -43,8 +43,8 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--metric", default="effnet-iqa", help="metric the attack goals attack")
     p.add_argument("--sections", nargs="*", default=list(SECTIONS), choices=list(SECTIONS),
                    help="goal sections to run (default all)")
-    p.add_argument("--dask-images", type=int, default=16,
-                   help="images of the Dask bench grid (default 16, 8 chunks of 2)")
+    p.add_argument("--dask-images", type=int, default=23,
+                   help="images of the Dask bench grid (default 23, the whole sample set: 12 chunks of 2)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads of this process (default 1: ratios need no more, "
                         "and on a shared machine other jobs slow multi-threaded timing down "

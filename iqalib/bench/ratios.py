@@ -130,7 +130,7 @@ def _warm_worker() -> str:
     return "ok"
 
 
-def dask_goal(n_images: int = 16, size: int = 160, chunk_size: int = 2,
+def dask_goal(n_images: int = 23, size: int = 160, chunk_size: int = 2,
               metric: str = "effnet-iqa", attack: str = "ifgsm",
               defenses=("flip", "jpeg", "median"), repeats: int = 2) -> list[dict]:
     """The same grid on a LocalCluster of 1 and of 2 worker processes (one thread each, torch
@@ -231,7 +231,7 @@ SECTIONS = ("attack", "diffpure", "dask", "repeated", "ffdnet", "throughput")
 
 
 def run(device="auto", *, size: int = 224, batch: int = 4, repeats: int = 5,
-        metric: str = "effnet-iqa", sections=SECTIONS, dask_images: int = 16,
+        metric: str = "effnet-iqa", sections=SECTIONS, dask_images: int = 23,
         budget_s: float | None = 60.0, progress: bool = True):
     """Every section; a DataFrame with one row per goal (``goal``, ``measured``, ``target``,
     ``status``, ``ours_s``, ``reference_s``, ``detail``).

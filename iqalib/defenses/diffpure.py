@@ -39,8 +39,9 @@ otherwise; ``"fp32"``, ``"bf16"``, ``"fp16"`` force one). Half precision runs th
 under ``torch.autocast``, which keeps normalisation and softmax in float32 as guided-
 diffusion's fp16 mode keeps its GroupNorm in float32; a prior that DiffPure loads itself
 ("guided", "ffdnet") also has its weights converted once, a :class:`Prior` object you pass
-keeps its weights and is cast on the fly. On CUDA the network and its inputs use the
-channels-last memory layout.
+keeps its weights and is cast on the fly. On every device the network and its inputs use
+the channels-last memory layout (:func:`iqalib.device.channels_last`: faster with cuDNN and
+oneDNN alike).
 
 Gradients: ``grad="bpda"`` (default) runs without autograd and marks the purifier
 non-differentiable, so adaptive attacks use BPDA (straight-through); ``grad="exact"``

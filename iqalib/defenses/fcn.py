@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..download import sha256_file
 from ..device import channels_last
+from ..download import sha256_file
 from ..errors import MissingWeightsError
 from ..paths import assets_dir
 from ..registry import DEFENSES
