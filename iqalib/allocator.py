@@ -18,6 +18,12 @@ with the same peak memory; the Dask bench grid on one worker from 23.0 / 25.7 s 
 Either setting alone did not help. The price: up to 1 GiB of freed memory per process stays
 reserved until the process ends.
 
+Dask's nannies start their workers with ``MALLOC_TRIM_THRESHOLD_=65536``
+(``distributed.nanny.pre-spawn-environ``), so that freed memory leaves the worker and its memory
+accounting sees live data only; that setting is what made every task fault its tensors in
+again. Importing iqalib in a worker overrides it, so a worker's memory may read up to 1 GiB
+above its live tensors (Dask's memory limits pause a worker at 80 % of its limit).
+
 ``IQALIB_MALLOC=system`` leaves glibc's defaults alone. Elsewhere than glibc (macOS, musl,
 Windows) nothing is changed.
 """
