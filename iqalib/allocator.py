@@ -66,7 +66,9 @@ def tune_malloc() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    _applied = all([mallopt(param, value) == 1 for param, value in SETTINGS.items()])
+    # every setting is tried, even after one fails
+    results = [mallopt(param, value) for param, value in SETTINGS.items()]
+    _applied = all(r == 1 for r in results)
     return _applied
 
 
