@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from .ratios import SECTIONS
+from .ratios import DASK_IMAGES, SECTIONS
 
 
 def _print_goals(df, header: str) -> None:
@@ -43,8 +43,9 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--metric", default="effnet-iqa", help="metric the attack goals attack")
     p.add_argument("--sections", nargs="*", default=list(SECTIONS), choices=list(SECTIONS),
                    help="goal sections to run (default all)")
-    p.add_argument("--dask-images", type=int, default=23,
-                   help="images of the Dask bench grid (default 23, the whole sample set: 12 chunks of 2)")
+    p.add_argument("--dask-images", type=int, default=DASK_IMAGES,
+                   help=f"images of the Dask bench grid (default {DASK_IMAGES}, the whole sample "
+                        "set: chunks of 2)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads of this process (default 1: ratios need no more, "
                         "and on a shared machine other jobs slow multi-threaded timing down "

@@ -130,7 +130,12 @@ def _warm_worker() -> str:
     return "ok"
 
 
-def dask_goal(n_images: int = 23, size: int = 160, chunk_size: int = 2,
+#: images of the Dask bench grid: the whole offline sample set (23), 12 chunks of 2, so that
+#: two workers are not left with one long unit at the end
+DASK_IMAGES = 23
+
+
+def dask_goal(n_images: int = DASK_IMAGES, size: int = 160, chunk_size: int = 2,
               metric: str = "effnet-iqa", attack: str = "ifgsm",
               defenses=("flip", "jpeg", "median"), repeats: int = 2) -> list[dict]:
     """The same grid on a LocalCluster of 1 and of 2 worker processes (one thread each, torch
@@ -231,7 +236,7 @@ SECTIONS = ("attack", "diffpure", "dask", "repeated", "ffdnet", "throughput")
 
 
 def run(device="auto", *, size: int = 224, batch: int = 4, repeats: int = 5,
-        metric: str = "effnet-iqa", sections=SECTIONS, dask_images: int = 23,
+        metric: str = "effnet-iqa", sections=SECTIONS, dask_images: int = DASK_IMAGES,
         budget_s: float | None = 60.0, progress: bool = True):
     """Every section; a DataFrame with one row per goal (``goal``, ``measured``, ``target``,
     ``status``, ``ours_s``, ``reference_s``, ``detail``).
@@ -266,5 +271,5 @@ def run(device="auto", *, size: int = 224, batch: int = 4, repeats: int = 5,
     return pd.DataFrame(rows)
 
 
-__all__ = ["MIN_REPEATS", "SECTIONS", "attack_goals", "dask_goal", "diffpure_goal", "ffdnet_psnr",
+__all__ = ["DASK_IMAGES", "MIN_REPEATS", "SECTIONS", "attack_goals", "dask_goal", "diffpure_goal", "ffdnet_psnr",
            "limit_torch_threads", "photos", "repeated_work_goal", "run", "throughput"]
