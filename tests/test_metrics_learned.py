@@ -120,6 +120,27 @@ def test_shipped_asset_loads_weights_only():
     assert not torch.equal(before, m.head[1].weight)
 
 
+def test_static_padding_matches_the_packages_dynamic_same_padding():
+    # reference: efficientnet_lite_pytorch's own trunk, every convolution padding per input
+    from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding
+
+    ref = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+    ref.load_state_dict(torch.load(learned.backbone_weights_path(), weights_only=True))
+    ours = learned.build_backbone()
+    ref.eval(), ours.eval()
+    convs = [m for m in ours.modules() if isinstance(m, torch.nn.Conv2d)]
+    dynamic = [m for m in convs if isinstance(m, Conv2dDynamicSamePadding)]
+    assert len(convs) == 49 and dynamic and all(tuple(m.stride) == (2, 2) for m in dynamic)
+    assert set(ours.state_dict()) - {"_fc.weight", "_fc.bias"} <= set(ref.state_dict())
+    g = torch.Generator().manual_seed(0)
+    for h, w in ((67, 45), (64, 96), (33, 32)):  # odd and even sizes: stride 2 pads unevenly
+        x = torch.rand(2, 3, h, w, generator=g)
+        with torch.no_grad():
+            torch.testing.assert_close(ours.extract_features(x), ref.extract_features(x),
+                                       rtol=0, atol=1e-5)
+
+
 def test_registry_names(metric):
     import iqalib
 
