@@ -32,6 +32,21 @@ def channels_last(net: nn.Module) -> nn.Module:
     return net.to(memory_format=torch.channels_last)
 
 
+def follow_input(net: nn.Module, x: torch.Tensor) -> torch.dtype:
+    """Move ``net`` to ``x``'s device when they differ; returns the dtype of its parameters.
+
+    The networks a purifier, a prior or a distance holds are built on the CPU; when nobody
+    called ``.to(device)`` they go where their inputs come from, once (the first call on a new
+    device moves them, later calls find them there). A network without parameters stays put
+    and reports ``x``'s dtype."""
+    p = next(net.parameters(), None)
+    if p is None:
+        return x.dtype
+    if p.device != x.device:
+        net.to(x.device)
+    return p.dtype
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed torch (CPU and CUDA) and numpy; return a CPU generator for explicit use."""
     import random

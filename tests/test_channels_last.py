@@ -45,3 +45,20 @@ def test_effnet_iqa_backbone_is_channels_last_and_scores_as_before():
         plain = m(x)
     # 1e-4 points of a 0-100 score: float rounding, far below any real difference
     torch.testing.assert_close(ours, plain, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("spec", sorted(_NETWORK_PURIFIERS))
+def test_network_purifiers_follow_the_input_device_and_keep_its_dtype(spec):
+    from iqalib.defenses import create_defense
+    from iqalib.defenses.base import NetworkDefense
+
+    d = create_defense(spec, **_NETWORK_PURIFIERS[spec])  # no .to(device) yet
+    assert isinstance(d, NetworkDefense) and d.device is None
+    assert not any(p.requires_grad for p in d.net.parameters()) and not d.net.training
+    # no device set: the network goes where the input is (the meta device stands in for a GPU)
+    moved = copy.deepcopy(d)
+    moved._run(torch.empty(1, 3, 8, 8, device="meta"))
+    assert {p.device.type for p in moved.net.parameters()} == {"meta"}
+    assert {p.device.type for p in d.net.parameters()} == {"cpu"}
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    assert d(x).dtype == x.dtype

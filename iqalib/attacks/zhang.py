@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..device import follow_input
 from ..errors import MissingWeightsError
 from ..registry import ATTACKS
 from .base import Attack, adam_image_loop, check_count, check_positive
@@ -114,8 +115,7 @@ class _NetDistance(nn.Module):
             p.requires_grad_(False)
 
     def forward(self, x_adv: Tensor, x: Tensor) -> Tensor:
-        if next(self.net.parameters()).device != x.device:
-            self.net.to(x.device)
+        follow_input(self.net, x)
         return self.net(x_adv, x).reshape(x.shape[0], -1).mean(dim=1)
 
 

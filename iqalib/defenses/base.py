@@ -7,9 +7,10 @@ draw fresh randomness (EOT averaging does). Defenses compose with ``+`` into :cl
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .._params import HasParams
+from ..device import channels_last, follow_input
 from ..metrics.base import check_images
 
 
@@ -50,6 +51,33 @@ class Defense(HasParams):
 
     def __add__(self, other: Defense) -> Compose:
         return Compose([self, other])
+
+
+def frozen(net: nn.Module) -> nn.Module:
+    """A purifier's network as every network purifier holds it: eval mode, no parameter
+    gradients (it stays differentiable in its input), weights channels-last
+    (:func:`iqalib.device.channels_last`); in place, returns ``net``."""
+    channels_last(net.eval())
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+class NetworkDefense(Defense):
+    """A purifier around one frozen network ``self.net`` (FFDNet, the FCN filter, MPRNet,
+    Real-ESRGAN): ``.to(device)`` moves the network; without it the network follows the
+    input's device (:func:`iqalib.device.follow_input`)."""
+
+    net: nn.Module
+
+    def to(self, device) -> NetworkDefense:
+        super().to(device)
+        self.net.to(self.device)
+        return self
+
+    def _run(self, x: Tensor) -> Tensor:
+        """``x`` in the network's dtype, the network on ``x``'s device."""
+        return x.to(follow_input(self.net, x))
 
 
 class Compose(Defense):

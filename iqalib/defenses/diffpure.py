@@ -61,7 +61,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from ..device import channels_last
+from ..device import channels_last, follow_input
 from ..registry import DEFENSES
 from . import ffdnet as _ffdnet  # noqa: F401  (registers the "ffdnet" purifier)
 from .base import Compose, Defense
@@ -101,9 +101,7 @@ class Prior:
     def _follow(self, x: Tensor) -> None:
         """Move the network to the input's device the first time they differ."""
         if self.net is not None:
-            p = next(self.net.parameters())
-            if p.device != x.device:
-                self.net.to(x.device)
+            follow_input(self.net, x)
 
 
 class DenoiserPrior(Prior):

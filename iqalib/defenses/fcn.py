@@ -23,12 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..device import channels_last
 from ..download import sha256_file
 from ..errors import MissingWeightsError
 from ..paths import assets_dir
 from ..registry import DEFENSES
-from .base import Defense
+from .base import NetworkDefense, frozen
 
 DEFAULT_ASSET = "fcn_filter.pt"
 #: the ``meta`` entries of a checkpoint that describe where the filter came from; they go into
@@ -96,7 +95,7 @@ def provenance(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 @DEFENSES.register("fcn-filter", aliases=["fcn", "conv-filter"], tags=("trained", "network"))
-class FCNFilterDefense(Defense):
+class FCNFilterDefense(NetworkDefense):
     """The trained FCN filter as a purifier (arXiv 2404.06957; the paper's best against AdvCF).
 
     Keywords: ``weights`` (path of a checkpoint: ours or an authors' ``best_fcn.pth``; default
@@ -131,20 +130,10 @@ class FCNFilterDefense(Defense):
         # the file's name, not its folder: rows stay free of machine paths; the hash identifies it
         super().__init__(seed=seed, weights=label, pretrained=bool(pretrained or model is not None),
                          **digest, trained=provenance(self.meta))
-        self.net = channels_last(net.eval())
-        for p in self.net.parameters():
-            p.requires_grad_(False)
-
-    def to(self, device) -> FCNFilterDefense:
-        super().to(device)
-        self.net.to(self.device)
-        return self
+        self.net = frozen(net)
 
     def purify(self, x: Tensor, generator=None) -> Tensor:
-        p = next(self.net.parameters())
-        if p.device != x.device:
-            self.net.to(x.device)
-        return self.net(x.to(p.dtype)).clamp(0, 1).to(x.dtype)
+        return self.net(self._run(x)).clamp(0, 1).to(x.dtype)
 
 
 __all__ = ["DEFAULT_ASSET", "FCNFilter", "FCNFilterDefense", "load_fcn_state",

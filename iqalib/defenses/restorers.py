@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..device import channels_last
 from ..errors import MissingWeightsError
 from ..registry import DEFENSES
-from .base import Defense
+from .base import NetworkDefense, frozen
 from .mprnet_arch import MPRNET_WIDTHS, build_mprnet
 from .realesrgan_arch import SRVGGNetCompact, interpolate_states
 
@@ -56,30 +55,6 @@ def _strict_load(net: nn.Module, state: dict, name: str) -> None:
         raise MissingWeightsError(
             f"checkpoint {name!r} does not fit {type(net).__name__}: {str(e)[:400]} ... "
             f"Re-fetch it with `make weights WEIGHTS={name}`.") from e
-
-
-def _freeze(net: nn.Module) -> nn.Module:
-    channels_last(net.eval())
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
-
-
-class _NetworkDefense(Defense):
-    """A purifier holding a frozen network that follows ``.to(device)`` and the input."""
-
-    net: nn.Module
-
-    def to(self, device) -> _NetworkDefense:
-        super().to(device)
-        self.net.to(self.device)
-        return self
-
-    def _run(self, x: Tensor) -> Tensor:
-        p = next(self.net.parameters())
-        if p.device != x.device:  # follow the input when no device was set explicitly
-            self.net.to(x.device)
-        return x.to(p.dtype)
 
 
 def pad_to_multiple(x: Tensor, multiple: int = 8) -> tuple[Tensor, tuple[int, int]]:
@@ -139,7 +114,7 @@ def realesrgan_state(denoise_strength: float) -> dict[str, Tensor]:
 
 @DEFENSES.register("mprnet", presets={t: {"task": t} for t in MPRNET_WIDTHS},
                    tags=("restorer", "network"))
-class MPRNetDefense(_NetworkDefense):
+class MPRNetDefense(NetworkDefense):
     """MPRNet restoration (Zamir et al., CVPR 2021) as a purifier.
 
     Keywords: ``task`` "denoise" (default, the MSU group's choice; checkpoint
@@ -163,7 +138,7 @@ class MPRNetDefense(_NetworkDefense):
             net = build_mprnet(task)
         if pretrained:
             _strict_load(net, load_weights(self.weights_name), self.weights_name)
-        self.net = _freeze(net)
+        self.net = frozen(net)
 
     def purify(self, x: Tensor, generator=None) -> Tensor:
         dtype = x.dtype
@@ -174,7 +149,7 @@ class MPRNetDefense(_NetworkDefense):
 
 @DEFENSES.register("realesrgan", aliases=["real-esrgan"], tags=("restorer", "network"),
                    presets={"outscale1": {"outscale": 1.0}})
-class RealESRGANDefense(_NetworkDefense):
+class RealESRGANDefense(NetworkDefense):
     """Real-ESRGAN ``realesr-general-x4v3`` (Wang et al., ICCVW 2021) as a purifier.
 
     Keywords: ``denoise_strength`` 0.2 (MSU setting): the network's weights are
@@ -212,7 +187,7 @@ class RealESRGANDefense(_NetworkDefense):
             net = SRVGGNetCompact(num_feat=64, num_conv=32, upscale=4)
         if pretrained:
             _strict_load(net, realesrgan_state(self.denoise_strength), "realesr-general-x4v3")
-        self.net = _freeze(net)
+        self.net = frozen(net)
 
     def purify(self, x: Tensor, generator=None) -> Tensor:
         dtype = x.dtype
