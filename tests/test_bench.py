@@ -21,6 +21,18 @@ def test_time_pair_alternates_and_warms_up():
     assert calls == ["a", "b"] * 4
 
 
+def test_time_pair_ratio_is_the_median_of_the_paired_ratios(monkeypatch):
+    from iqalib.bench import timing
+
+    # a slow spell in repeat 2 hits both sides; repeat 3's reference alone is slow
+    clock = iter([1.0, 1.0, 4.0, 4.0, 1.0, 2.0])
+    monkeypatch.setattr(timing, "_timed", lambda fn, device: next(clock))
+    pair = timing.time_pair(lambda: None, lambda: None, repeats=3, warmup=0)
+    assert (pair.ours, pair.reference) == (1.0, 2.0)  # the medians: their ratio would be 0.5
+    assert (pair.ratio, pair.low, pair.high, pair.repeats) == (1.0, 0.5, 1.0, 3)
+    assert pair.spread() == "repeats 0.5-1, n=3"
+
+
 def test_budgets_stop_repeating_early():
     calls = []
     timeit(lambda: calls.append(1), repeats=50, warmup=0, budget_s=0.0)

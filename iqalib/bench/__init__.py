@@ -2,8 +2,9 @@
 profile run from timed components.
 
 - ``python -m iqalib bench`` (``make bench``): one table, every goal with its measured ratio,
-  its target and PASS / MISS (:mod:`.ratios`), median of ``--repeats`` alternating repeats
-  (fewer, never under three, where they would overrun ``--budget`` seconds per ratio).
+  its target and PASS / MISS (:mod:`.ratios`): the median ratio of ``--repeats`` alternating
+  repeats (fewer, never under three, where they would overrun ``--budget`` seconds per ratio),
+  the range of the single repeats' ratios in the detail column.
 - ``python -m iqalib bench --project paper`` (``make bench PROFILE=paper``): the goals, then
   the paper run counted (:mod:`.plan`), its components timed on this device with random
   weights of the real architectures (:mod:`.projection`), and the hours it would take here,
@@ -76,8 +77,8 @@ def cli(argv: list[str]) -> int:
                         budget_s=a.budget or None)
         within = (f" (at least {ratios.MIN_REPEATS} within {a.budget:g} s per ratio)"
                   if a.budget else "")
-        _print_goals(df, f"Goals of `make bench` on {device_name(dev)}; median of {a.repeats} "
-                         f"alternating repeats{within}; load average {load_average()}")
+        _print_goals(df, f"Goals of `make bench` on {device_name(dev)}; median ratio of "
+                         f"{a.repeats} alternating repeats{within}; load average {load_average()}")
         if a.out:
             df.to_csv(a.out, index=False)
     if a.project:

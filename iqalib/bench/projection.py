@@ -210,9 +210,9 @@ class ComponentTimer:
 
         fl, warm_s = self._counted_warmup(lambda: atk(x))  # also the warm-up
         fl /= x.shape[0]
-        t_attack, t_passes = time_pair(lambda: atk(x), passes, self.device,
-                                       repeats=self._repeats(warm_s), warmup=0,
-                                       budget_s=self.budget_s)
+        pair = time_pair(lambda: atk(x), passes, self.device, repeats=self._repeats(warm_s),
+                         warmup=0, budget_s=self.budget_s)
+        t_attack, t_passes = pair.ours, pair.reference
         note = f"{calls['grad']:g} grad + {calls['plain']:g} plain metric passes"
         return Timing("", max(0.0, t_attack - t_passes) / x.shape[0], fl, x.shape[0], note)
 

@@ -1,7 +1,8 @@
 """The speed goals of the study's performance issue, each measured as a ratio in one run.
 
 Ratios, not absolute times, are what carry across machines, so every comparison is timed in
-one process, on the same inputs, the two sides alternating (:func:`~.timing.time_pair`):
+one process, on the same inputs, the two sides alternating; a ratio is the median of the
+per-repeat ratios, and the detail column gives their range (:func:`~.timing.time_pair`):
 
 - **attack step**: one I-FGSM step vs the bare forward+backward of the metric it attacks
   (goal <= 1.05);
@@ -63,22 +64,20 @@ def attack_goals(metric_name: str, x: torch.Tensor, device, repeats: int,
             torch.autograd.grad(metric(xi).sum(), xi)
 
     timing = {"repeats": repeats, "budget_s": budget_s, "min_repeats": MIN_REPEATS}
-    t_attack, t_bare = time_pair(lambda: attack(x), bare_loop, device, **timing)
+    step = time_pair(lambda: attack(x), bare_loop, device, **timing)
     shape = f"batch {x.shape[0]} x {x.shape[-1]} px"
-    rows = [_row("attack step / bare forward+backward", t_attack / t_bare, "<= 1.05",
-                 t_attack / t_bare <= 1.05,
-                 f"I-FGSM {steps} steps on {metric_name} vs {steps} bare passes, {shape}",
-                 t_attack / steps, t_bare / steps)]
+    rows = [_row("attack step / bare forward+backward", step.ratio, "<= 1.05", step.ratio <= 1.05,
+                 f"I-FGSM {steps} steps on {metric_name} vs {steps} bare passes, {shape}; "
+                 f"{step.spread()}", step.ours / steps, step.reference / steps)]
     try:
         from ..attacks.torchattacks_adapter import ScoreAsLogits, torchattacks_attack
 
         bim = torchattacks_attack("BIM", metric, eps=10 / 255, alpha=1 / 255, steps=steps)
         labels = ScoreAsLogits.labels_for(x)
-        t_ours, t_bim = time_pair(lambda: attack(x), lambda: bim(x, labels), device, **timing)
-        rows.append(_row("our I-FGSM / torchattacks BIM", t_ours / t_bim, "<= 1.0",
-                         t_ours / t_bim <= 1.0,
-                         f"eps 10/255, alpha 1/255, {steps} steps on {metric_name}, {shape}",
-                         t_ours / steps, t_bim / steps))
+        vs = time_pair(lambda: attack(x), lambda: bim(x, labels), device, **timing)
+        rows.append(_row("our I-FGSM / torchattacks BIM", vs.ratio, "<= 1.0", vs.ratio <= 1.0,
+                         f"eps 10/255, alpha 1/255, {steps} steps on {metric_name}, {shape}; "
+                         f"{vs.spread()}", vs.ours / steps, vs.reference / steps))
     except ImportError as exc:  # torchattacks is a dev extra
         rows.append(_row("our I-FGSM / torchattacks BIM", float("nan"), "<= 1.0", None,
                          f"torchattacks unavailable: {exc}"))
@@ -104,13 +103,13 @@ def diffpure_goal(x: torch.Tensor, device, repeats: int, t: int = 10,
             for step, abar in levels:
                 prior(x_t, step, abar)
 
-    t_sampler, t_net = time_pair(lambda: defense(x), bare, device, repeats=repeats,
-                                 budget_s=budget_s, min_repeats=MIN_REPEATS)
-    return [_row(f"DiffPure t={t} / its bare prior calls", t_sampler / t_net, "<= 1.10",
-                 t_sampler / t_net <= 1.10,
+    pair = time_pair(lambda: defense(x), bare, device, repeats=repeats, budget_s=budget_s,
+                     min_repeats=MIN_REPEATS)
+    return [_row(f"DiffPure t={t} / its bare prior calls", pair.ratio, "<= 1.10",
+                 pair.ratio <= 1.10,
                  f"FFDNet prior, {defense.nfe} calls at {side} px, batch {x.shape[0]} "
-                 f"(incl. resize {x.shape[-1]}->{side}->{x.shape[-1]} and the noise)",
-                 t_sampler, t_net)]
+                 f"(incl. resize {x.shape[-1]}->{side}->{x.shape[-1]} and the noise); "
+                 f"{pair.spread()}", pair.ours, pair.reference)]
 
 
 # -- Dask ----------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Every ratio of ``make bench`` compares two things timed in the same process on the same inputs.
 On a shared machine the load drifts, so :func:`time_pair` alternates the two sides repeat by
-repeat (a slow spell hits both) and reports the median of each side.
+repeat (a slow spell hits both), and the ratio it reports is the median of the per-repeat
+ratios (each side against its neighbour in time), not the ratio of the two medians, which a
+spell that hits the repeats unevenly can move by several percent.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -62,14 +65,31 @@ def timeit(fn: Callable[[], object], device=None, *, repeats: int = 3, warmup: i
     return statistics.median(times)
 
 
+class PairedTimes(NamedTuple):
+    """What :func:`time_pair` measured: the median seconds of each side, and the median,
+    lowest and highest of the per-repeat ratios ``ours_i / reference_i``."""
+
+    ours: float
+    reference: float
+    ratio: float
+    low: float
+    high: float
+    repeats: int
+
+    def spread(self) -> str:
+        """``"repeats 0.97-1.03, n=5"``: how far single repeats strayed from the ratio."""
+        return f"repeats {self.low:.3g}-{self.high:.3g}, n={self.repeats}"
+
+
 def time_pair(ours: Callable[[], object], reference: Callable[[], object], device=None, *,
               repeats: int = 5, warmup: int = 1, budget_s: float | None = None,
-              min_repeats: int = 1) -> tuple[float, float]:
-    """Median seconds of ``ours()`` and of ``reference()``, timed alternately (ours, reference,
-    ours, ...) after ``warmup`` untimed calls of each. ``budget_s`` bounds both sides together
-    as in :func:`timeit`: fewer repeats are planned when the last warm-up pair took a large
-    share of it (never fewer than ``min_repeats``), and repeating stops after the repeat in
-    which they passed it."""
+              min_repeats: int = 1) -> PairedTimes:
+    """``ours()`` and ``reference()`` timed alternately (ours, reference, ours, ...) after
+    ``warmup`` untimed calls of each: the median seconds of each side and the median of the
+    per-repeat ratios (:class:`PairedTimes`). ``budget_s`` bounds both sides together as in
+    :func:`timeit`: fewer repeats are planned when the last warm-up pair took a large share of
+    it (never fewer than ``min_repeats``), and repeating stops after the repeat in which they
+    passed it."""
     warm = 0.0
     for _ in range(warmup):
         warm = _timed(ours, device) + _timed(reference, device)
@@ -81,7 +101,9 @@ def time_pair(ours: Callable[[], object], reference: Callable[[], object], devic
         b.append(_timed(reference, device))
         if budget_s is not None and i + 1 >= min_repeats and sum(a) + sum(b) >= budget_s:
             break
-    return statistics.median(a), statistics.median(b)
+    ratios = [x / y if y > 0 else float("nan") for x, y in zip(a, b)]
+    return PairedTimes(statistics.median(a), statistics.median(b), statistics.median(ratios),
+                       min(ratios), max(ratios), len(ratios))
 
 
 def device_name(device: torch.device) -> str:
@@ -106,4 +128,5 @@ def load_average() -> str:
         return "n/a"
 
 
-__all__ = ["device_name", "load_average", "repeats_within", "sync", "time_pair", "timeit"]
+__all__ = ["PairedTimes", "device_name", "load_average", "repeats_within", "sync", "time_pair",
+           "timeit"]
