@@ -174,6 +174,7 @@ def test_l2_attack_stays_in_the_ball_and_matches_the_worst_case_direction(probit
     x_adv = PGDL2(f, eps=0.3, steps=15)(x)
     assert torch.all((x_adv - x).flatten(1).norm(dim=1) <= 0.3 + 1e-6)
     assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert not torch.equal(x_adv, torch.round(x_adv * 255) / 255)  # not rounded to 8 bits
     # on a linear score the best L2 step is eps along w
     assert torch.allclose(f.u(x_adv) - f.u(x), torch.full((4,), 0.3), atol=1e-3)
     assert torch.allclose(project_l2(x + 5 * f.w, x, 0.3), x + 0.3 * f.w, atol=1e-6)

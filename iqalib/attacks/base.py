@@ -153,7 +153,13 @@ class Attack(HasParams):
         if not torch.isfinite(x_adv).all():
             raise ImageError(f"{self.name} produced NaN or Inf values (a non-finite gradient of "
                              f"{self.metric.name}?); the input images were finite")
-        return quantise(x_adv.detach())
+        return self.finalise(x_adv.detach(), x)
+
+    def finalise(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """The attack's output from the loop's last iterate ``x_adv`` (``x``: the clean batch
+        on the metric's device): rounded to the 8-bit grid (:func:`quantise`), as the study
+        saves its attacked images as PNG."""
+        return quantise(x_adv)
 
 
 def adam_image_loop(x: Tensor, loss_fn, *, lr: float, steps: int,

@@ -21,8 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..attacks.base import Attack, check_count, check_nonnegative, check_positive, eval_mode
-from ..metrics.base import check_batch
+from ..attacks.base import Attack, check_count, check_nonnegative, check_positive
 
 
 def project_l2(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
@@ -76,17 +75,9 @@ class PGDL2(Attack):
             x_adv = project_l2(x_adv - self.step * grad / norm.view(-1, 1, 1, 1), x, self.eps)
         return x_adv
 
-    def __call__(self, x: Tensor) -> Tensor:
-        # the base class rounds to 8 bits, which would leave the L2 ball: same steps, no rounding
-        check_batch(x, f"{self.name} input")
-        device = self.metric.device
-        x = x.detach().to(device)
-        with eval_mode(self.metric), torch.random.fork_rng(
-                devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(self.seed)
-            with torch.enable_grad():
-                x_adv = self.perturb(x)
-        return project_l2(x_adv.detach(), x, self.eps)
+    def finalise(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        # not rounded to 8 bits, which would leave the L2 ball (see the module docstring)
+        return project_l2(x_adv, x, self.eps)
 
 
 __all__ = ["PGDL2", "project_l2"]
