@@ -33,13 +33,7 @@ def load_weights(name: str) -> dict[str, Tensor]:
     ``params`` / ``model``) and strips a DataParallel ``module.`` prefix. Real-ESRGAN's files
     are read by :func:`realesrgan_state`, which follows upstream's key rules.
     """
-    try:
-        from .. import weights
-    except ImportError as e:  # the catalogue module is missing from this installation
-        raise MissingWeightsError(
-            f"cannot load checkpoint {name!r}: iqalib.weights is unavailable ({e}). "
-            f"Fetch it with `make weights WEIGHTS={name}`.") from e
-    state = weights.load_state(name)
+    state = _raw_checkpoint(name)
     for key in ("params_ema", "params", "state_dict", "model"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
