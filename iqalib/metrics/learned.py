@@ -14,8 +14,8 @@ no resizing; trained on 224x224 crops, so distortion scale is calibrated at nati
 * ImageNet mean/std normalisation inside :meth:`LearnedIQA.forward`;
 * the EfficientNet-Lite0 trunk with TensorFlow "same" padding computed per input size (its
   stride-1 convolutions pad inside the convolution instead, which is the same padding:
-  :func:`static_stride1_padding`), at its ImageNet weights (block 15 and the 1x1 head conv can be fine-tuned; the shipped head does
-  not: it did not help on held-out photos);
+  :func:`static_stride1_padding`), at its ImageNet weights (block 15 and the 1x1 head conv
+  can be fine-tuned; the shipped head does not: it did not help on held-out photos);
 * mean and standard deviation over space of five frozen stages (blocks 2, 4, 7, 10, 14:
   24/40/80/112/192 channels) and of the 1280-channel head map -> 3456 features, standardised
   with the training set's statistics;
