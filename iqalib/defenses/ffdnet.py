@@ -148,7 +148,7 @@ class FFDNetDenoise(NetworkDefense):
         self.net = load_ffdnet()
 
     def purify(self, x: Tensor, generator=None) -> Tensor:
-        return self.net(self._run(x), self.sigma).clamp(0, 1)
+        return self.net(self._run(x), self.sigma).clamp(0, 1).to(x.dtype)
 
 
 __all__ = [
