@@ -270,5 +270,6 @@ def run(device="auto", *, size: int = 224, batch: int = 4, repeats: int = 5,
     return pd.DataFrame(rows)
 
 
-__all__ = ["DASK_IMAGES", "MIN_REPEATS", "SECTIONS", "attack_goals", "dask_goal", "diffpure_goal", "ffdnet_psnr",
-           "limit_torch_threads", "photos", "repeated_work_goal", "run", "throughput"]
+__all__ = ["DASK_IMAGES", "MIN_REPEATS", "SECTIONS", "attack_goals", "dask_goal", "diffpure_goal",
+           "ffdnet_psnr", "limit_torch_threads", "photos", "repeated_work_goal", "run",
+           "throughput"]
