@@ -434,6 +434,22 @@ def _key(kind: str, *parts) -> str:
     return sha("task", kind, *parts)
 
 
+def _build_each(configs, build, strict: bool, failures: list):
+    """Build each component with ``build``. A component that fails to build costs itself
+    only: its one-line reason goes to ``failures`` (or the error is raised when ``strict``).
+    Returns the ``(config, built)`` pairs and the configs that failed."""
+    built, failed = [], []
+    for config in configs:
+        try:
+            built.append((config, build(config)))
+        except Exception as exc:  # noqa: BLE001
+            if strict:
+                raise
+            failures.append((config.label, _describe(exc)))
+            failed.append(config)
+    return built, failed
+
+
 def _describe(exc: BaseException) -> str:
     from ..errors import MissingWeightsError
 
@@ -521,28 +537,15 @@ def run_clean(unit: Unit, strict: bool = False) -> dict:
     loaded = load_chunk(_images_of(unit), unit.chunk)
     failures: list = []
     retry: list = []
-    metrics = []
-    for mc in unit.metrics:
-        if todo is not None and not any(t.startswith(mc.fingerprint + "/") for t in todo):
-            continue
-        try:
-            metrics.append((mc, build_metric(mc, device)))
-        except Exception as exc:
-            if strict:
-                raise
-            failures.append((mc.label, _describe(exc)))
-            retry += [f"{mc.fingerprint}/{d.fingerprint}" for d in unit.defenses]
+    wanted = [m for m in unit.metrics if todo is None or any(
+        t.startswith(m.fingerprint + "/") for t in todo)]
+    metrics, bad = _build_each(wanted, lambda mc: build_metric(mc, device), strict, failures)
+    retry += [f"{mc.fingerprint}/{d.fingerprint}" for mc in bad for d in unit.defenses]
     wanted = [d for d in unit.defenses if not d.baseline and (todo is None or any(
         t.endswith("/" + d.fingerprint) for t in todo))]
-    built = []
-    for dc in wanted:
-        try:
-            built.append((dc, build_defense(dc, device, unit.seed)))
-        except Exception as exc:
-            if strict:
-                raise
-            failures.append((dc.label, _describe(exc)))
-            retry += [f"{m.fingerprint}/{dc.fingerprint}" for m in unit.metrics]
+    built, bad = _build_each(wanted, lambda dc: build_defense(dc, device, unit.seed), strict,
+                             failures)
+    retry += [f"{m.fingerprint}/{dc.fingerprint}" for dc in bad for m in unit.metrics]
     frames = []
     if len(loaded.x) and metrics:
         d_fail: list = []
@@ -671,20 +674,11 @@ def run_rows(unit: Unit, strict: bool = False) -> dict:
     lookup = {(r.defense_fp, r.content): (r.score_clean, r.score_def_clean)
               for r in clean.itertuples()} if len(clean) else {}
 
-    retry: list = []
-    built = []
-    for dc in defenses:
-        if dc.fingerprint in clean_retry:
-            # its clean side failed and was recorded there: retried with it on the next run
-            retry.append(dc.fingerprint)
-            continue
-        try:
-            built.append((dc, build_defense(dc, device, unit.seed)))
-        except Exception as exc:
-            if strict:
-                raise
-            failures.append((dc.label, _describe(exc)))
-            retry.append(dc.fingerprint)
+    # a purifier whose clean side failed was recorded there: retried with it on the next run
+    retry = [dc.fingerprint for dc in defenses if dc.fingerprint in clean_retry]
+    built, bad = _build_each([dc for dc in defenses if dc.fingerprint not in clean_retry],
+                             lambda dc: build_defense(dc, device, unit.seed), strict, failures)
+    retry += [dc.fingerprint for dc in bad]
     n = len(loaded.x)
     rows = 0
     frames = []
