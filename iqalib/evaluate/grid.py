@@ -442,7 +442,7 @@ def _build_each(configs, build, strict: bool, failures: list):
     for config in configs:
         try:
             built.append((config, build(config)))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if strict:
                 raise
             failures.append((config.label, _describe(exc)))
