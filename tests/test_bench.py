@@ -14,6 +14,19 @@ from iqalib.bench.counting import CountingMetric, attack_network_calls, count_pu
 from iqalib.bench.timing import time_pair, timeit
 
 
+# -- Dask settings ----------------------------------------------------------------------------
+def test_quiet_worker_settings_name_real_dask_keys():
+    # dask.config.set takes any key: a misspelt one would leave the default running, silently
+    import dask
+    import distributed  # noqa: F401 - loads distributed's defaults into dask.config
+
+    from iqalib.bench.ratios import QUIET_WORKERS
+
+    for key, value in QUIET_WORKERS.items():
+        default = dask.config.get(key)  # KeyError for a key Dask does not know
+        assert type(default) is type(value) and default != value, key
+
+
 # -- timing ---------------------------------------------------------------------------------
 def test_time_pair_alternates_and_warms_up():
     calls = []

@@ -129,6 +129,21 @@ def _warm_worker() -> str:
     return "ok"
 
 
+#: Dask settings of both sides' workers: the statistical profiler off and the event loop's
+#: watchdog, memory and system monitors ticking less often. They are diagnostics, not the
+#: grid's work: with Dask's defaults a worker's event loop used about 2 CPU-s per 20 s of
+#: tasks (half of it the profiler, which also takes the GIL from the task every 10 ms); with
+#: these, 0.2-0.3 s (thread CPU times from /proc). Measured on a 2-core VM, 2026-12-02, 3
+#: alternating pairs of this section: both sides about 10 % faster (1 worker 18.6-20.7 s
+#: against 21.8-24.8 s, 2 workers 10.6-11.7 s against 12.2-13.5 s), the speed-up unchanged
+#: (1.76-1.84 with either). A CPU cluster running the grid should gain the same 10 %.
+QUIET_WORKERS = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "500ms",
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+}
+
 #: images of the Dask bench grid: the whole offline sample set (23), 12 chunks of 2, so that
 #: two workers are not left with one long unit at the end
 DASK_IMAGES = 23
@@ -141,8 +156,10 @@ def dask_goal(n_images: int = DASK_IMAGES, size: int = 160, chunk_size: int = 2,
     limited to one intra-op thread per worker). The clock starts once the workers are up and
     warm: iqalib imported and the components built by a small grid of one chunk per worker
     (start-up that a real grid pays once per worker, not per unit), so the ratio is the
-    grid's own scaling. The two sides alternate ``repeats`` times (1, 2, 1, 2, ...) and the
-    fastest run of each counts: on a shared machine a single pair of runs drifts by 20 %."""
+    grid's own scaling; both sides' workers run with :data:`QUIET_WORKERS`. The two sides
+    alternate ``repeats`` times (1, 2, 1, 2, ...) and the fastest run of each counts: on a
+    shared machine a single pair of runs drifts by 20 %."""
+    import dask
     from distributed import Client, LocalCluster
 
     from ..evaluate.grid import run_grid
@@ -150,7 +167,7 @@ def dask_goal(n_images: int = DASK_IMAGES, size: int = 160, chunk_size: int = 2,
     times: dict[int, float] = {}
     threads, rows = {}, 0
     for workers in (1, 2) * max(1, int(repeats)):
-        with tempfile.TemporaryDirectory() as tmp, \
+        with dask.config.set(QUIET_WORKERS), tempfile.TemporaryDirectory() as tmp, \
                 LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                              dashboard_address=None) as cluster, Client(cluster) as client:
             threads[workers] = sorted(set(client.run(limit_torch_threads, 1).values()))
@@ -169,7 +186,8 @@ def dask_goal(n_images: int = DASK_IMAGES, size: int = 160, chunk_size: int = 2,
     return [_row("Dask speed-up, 2 workers vs 1", speedup, ">= 1.8", speedup >= 1.8,
                  f"{metric} x {attack} x {len(defenses)} purifiers on {n_images} images at "
                  f"{size} px, {-(-n_images // chunk_size)} image chunks, {rows} rows; "
-                 f"torch threads per worker {threads[1]} / {threads[2]}; fastest of "
+                 f"torch threads per worker {threads[1]} / {threads[2]}; Dask's profiler "
+                 f"off, slower monitors (QUIET_WORKERS) on both sides; fastest of "
                  f"{max(1, int(repeats))} alternating runs each",
                  times[2], times[1])]
 
@@ -270,6 +288,6 @@ def run(device="auto", *, size: int = 224, batch: int = 4, repeats: int = 5,
     return pd.DataFrame(rows)
 
 
-__all__ = ["DASK_IMAGES", "MIN_REPEATS", "SECTIONS", "attack_goals", "dask_goal", "diffpure_goal",
-           "ffdnet_psnr", "limit_torch_threads", "photos", "repeated_work_goal", "run",
+__all__ = ["DASK_IMAGES", "MIN_REPEATS", "QUIET_WORKERS", "SECTIONS", "attack_goals",
+           "dask_goal", "diffpure_goal", "ffdnet_psnr", "limit_torch_threads", "photos", "repeated_work_goal", "run",
            "throughput"]
