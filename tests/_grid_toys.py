@@ -1,16 +1,39 @@
-"""Tiny attacks and defenses for the grid / cache tests (importable by subprocesses and, pickled
-by value, by Dask workers)."""
+"""Tiny metrics, attacks and defenses for the grid / cache tests (importable by subprocesses
+and, pickled by value, by Dask workers)."""
 from __future__ import annotations
 
 import time
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from iqalib.attacks.base import Attack, project_linf
 from iqalib.defenses.base import Defense
 from iqalib.errors import MissingWeightsError
 from iqalib.metrics.base import IQAMetric
+
+
+class ToySharpness(IQAMetric):
+    """A deterministic differentiable stand-in metric: mean absolute Laplacian, squashed.
+
+    Higher is better (sharper / noisier images score higher), range (0, 1). Cheap enough for
+    every attack and defense test; real metrics are tested in tests/metrics. conftest.py
+    re-exports it.
+    """
+
+    name = "toy-sharpness"
+    lower_better = False
+    score_range = (0.0, 1.0)
+
+    def __init__(self):
+        super().__init__()
+        k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+        self.register_buffer("kernel", k.expand(3, 1, 3, 3).clone())
+
+    def forward(self, x):
+        lap = F.conv2d(x, self.kernel, padding=1, groups=3)
+        return torch.tanh(8 * lap.abs().mean(dim=(1, 2, 3)))
 
 
 class SignAttack(Attack):
@@ -171,23 +194,13 @@ class HeavyCountingDefense(Defense):
             return self.net(x).clamp(0, 1)
 
 
-class NanOnFlatMetric(IQAMetric):
+class NanOnFlatMetric(ToySharpness):
     """A metric that is undefined (NaN) on flat images, as BRISQUE's fit is; else the toy
     sharpness. Gradients stay finite (the NaN is a constant branch)."""
 
     name = "toy-nan-on-flat"
-    lower_better = False
-    score_range = (0.0, 1.0)
-
-    def __init__(self):
-        super().__init__()
-        k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-        self.register_buffer("kernel", k.expand(3, 1, 3, 3).clone())
 
     def forward(self, x):
-        import torch.nn.functional as F
-
-        lap = F.conv2d(x, self.kernel, padding=1, groups=3)
-        s = torch.tanh(8 * lap.abs().mean(dim=(1, 2, 3)))
+        s = super().forward(x)
         flat = x.flatten(1).std(dim=1) < 1e-4
         return torch.where(flat, torch.full_like(s, float("nan")), s)

@@ -6,9 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-
-from iqalib.metrics.base import IQAMetric
+from _grid_toys import ToySharpness
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs two xdist workers: each gets its share of the cores, and so do the
@@ -28,27 +26,6 @@ def pytest_collection_modifyitems(config, items):
     minutes), so under `make test`'s xdist workers each chain starts at once and the short
     tests fill in around them. Stable, so every worker sees the same order."""
     items.sort(key=lambda item: item.get_closest_marker("notebooks") is None)
-
-
-class ToySharpness(IQAMetric):
-    """A deterministic differentiable stand-in metric: mean absolute Laplacian, squashed.
-
-    Higher is better (sharper / noisier images score higher), range (0, 1). Cheap enough for
-    every attack and defense test; real metrics are tested in tests/metrics.
-    """
-
-    name = "toy-sharpness"
-    lower_better = False
-    score_range = (0.0, 1.0)
-
-    def __init__(self):
-        super().__init__()
-        k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-        self.register_buffer("kernel", k.expand(3, 1, 3, 3).clone())
-
-    def forward(self, x):
-        lap = F.conv2d(x, self.kernel, padding=1, groups=3)
-        return torch.tanh(8 * lap.abs().mean(dim=(1, 2, 3)))
 
 
 class ToyLowerBetter(ToySharpness):
