@@ -289,5 +289,5 @@ def run(device="auto", *, size: int = 224, batch: int = 4, repeats: int = 5,
 
 
 __all__ = ["DASK_IMAGES", "MIN_REPEATS", "QUIET_WORKERS", "SECTIONS", "attack_goals",
-           "dask_goal", "diffpure_goal", "ffdnet_psnr", "limit_torch_threads", "photos", "repeated_work_goal", "run",
-           "throughput"]
+           "dask_goal", "diffpure_goal", "ffdnet_psnr", "limit_torch_threads", "photos",
+           "repeated_work_goal", "run", "throughput"]
