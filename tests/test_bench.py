@@ -160,6 +160,15 @@ def test_paper_t_sweep_counts_every_unet_call(paper_work):
     assert stages[name]["purify:unsharp"] == sweep["n_images"] * 2 * len(sweep["t"])
 
 
+def test_paper_clean_images_run_the_sampler_once_for_both_diffpure_rows(paper_work):
+    # notebook 08's clean_fidelity purifies side by side: DiffPure+Unsharp reuses DiffPure
+    s = study.settings("paper", "08_clean_images")
+    stage = plan.by_stage(paper_work)["08 clean images"]
+    assert stage["unet"] == s["n_images"] * s["diffusion_t"]
+    # the unsharp step after DiffPure, and the plain unsharp purifier when 04 runs it
+    assert stage["purify:unsharp"] == s["n_images"] * (1 + ("unsharp" in s["purifiers"]))
+
+
 def test_paper_grid_purifies_the_clean_side_once_per_metric(paper_work):
     s = study.settings("paper")
     stage = plan.by_stage(paper_work)["04 baseline purifiers"]

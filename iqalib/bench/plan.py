@@ -175,12 +175,13 @@ def workload(profile: str, attack_calls: dict[str, dict[str, float]],
     w += _fcn_work(profile, n, attack_calls, purifiers)
 
     # 08: purify(clean) for PSNR / SSIM: every purifier of the results tables (04's, 05's
-    # DiffPure at the grid's t, 06's FCN filter) on its own, except those it leaves out
+    # DiffPure at the grid's t, 06's FCN filter), except those it leaves out, side by side
+    # (experiments.clean_fidelity: DiffPure+Unsharp reuses DiffPure's output there too)
     s08 = _settings(profile, "08_clean_images")
     specs = list(dict.fromkeys([*s08["purifiers"], *s08["diffusion"], "fcn-filter"]))
-    for spec in specs:
-        if spec.split(":")[0] not in s08.get("fidelity_exclude", []):
-            w += purify_work("08 clean images", [spec], n, purifiers)
+    w += purify_work("08 clean images", [
+        spec for spec in specs if spec.split(":")[0] not in s08.get("fidelity_exclude", [])],
+        n, purifiers)
 
     # 09: the adaptive attack through each purifier (BPDA forward only; EOT draws)
     w += _adaptive_work(profile, attack_calls, purifiers)
