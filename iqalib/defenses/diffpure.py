@@ -330,20 +330,16 @@ class DiffPure(Defense):
             return self.precision
         return "fp16" if torch.device(device).type == "cuda" and self.prior == "guided" else "fp32"
 
-    def _prepare_prior(self, prior: Prior, device: torch.device) -> str:
-        """Put the prior's network on ``device``, channels-last (faster with cuDNN and oneDNN
-        alike: :func:`iqalib.device.channels_last`) and, when owned, in the precision for
-        ``device``; returns that precision."""
-        precision = self.compute_precision(device)
+    def _prepare_prior(self, prior: Prior, x: Tensor) -> str:
+        """Put the prior's network on ``x``'s device, channels-last (faster with cuDNN and
+        oneDNN alike: :func:`iqalib.device.channels_last`) and, when owned, in the precision
+        for that device; returns that precision."""
+        precision = self.compute_precision(x.device)
         net = prior.net
         if net is not None:
-            p = next(net.parameters())
-            if p.device != device:
-                net.to(device)
-            if self._owns_prior:
-                dtype = _DTYPES[precision]
-                if p.dtype != dtype:
-                    net.to(dtype)
+            net_dtype = follow_input(net, x)
+            if self._owns_prior and net_dtype != _DTYPES[precision]:
+                net.to(_DTYPES[precision])
             channels_last(net)
         return precision
 
@@ -391,7 +387,7 @@ class DiffPure(Defense):
         prior = self.get_prior()
         sched = self.scheduler(prior)
         sched.alphas_cumprod = sched.alphas_cumprod.to(x_t.device)
-        precision = self._prepare_prior(prior, x_t.device)
+        precision = self._prepare_prior(prior, x_t)
         autocast = (torch.autocast(x_t.device.type, dtype=_DTYPES[precision])
                     if precision != "fp32" else contextlib.nullcontext())
         channels = x_t.shape[1]
